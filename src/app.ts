@@ -1,0 +1,91 @@
+// buildApp wires the service and returns the Fastify instance; it never listens
+// (server.ts does). Tests build the app with real Redis and a real auth upstream.
+import cookie from '@fastify/cookie'
+import cors from '@fastify/cors'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { Redis } from 'ioredis'
+import { createAuthenticator } from './auth/authenticate.js'
+import { RedisSubscriber } from './broker/redis-subscriber.js'
+import type { Config } from './config.js'
+import { createIngest, type Ingest } from './ingest.js'
+import { LogLimiter } from './log-limiter.js'
+import { loggerOptions } from './logger.js'
+import { healthRoutes } from './routes/health.js'
+import { notifyRoute } from './routes/notify.js'
+import { Hub } from './sse/hub.js'
+
+export interface AppDeps {
+  /** A pino logger to use instead of one built from config. */
+  logger?: FastifyBaseLogger
+  /** Redis client for the subscriber (put in subscriber mode); default: one made from REDIS_URL. */
+  subscriberClient?: Redis
+  /** fetch used to call the auth upstream. */
+  fetch?: typeof fetch
+  /** Clock, epoch milliseconds. */
+  now?: () => number
+}
+
+/** What the app exposes to the server entry and to tests. */
+export interface Notifier {
+  hub: Hub
+  ingest: Ingest
+  subscriber: RedisSubscriber
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    notifier: Notifier
+  }
+}
+
+export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    ...(deps.logger ? { loggerInstance: deps.logger } : { logger: loggerOptions(config.logLevel) }),
+    // Bodies are never needed by these routes; keep the bound small.
+    bodyLimit: 16 * 1024,
+    // Streams are long-lived; idle keep-alive sockets are closed on shutdown.
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+  })
+  const logs = new LogLimiter(app.log, 10_000, deps.now)
+
+  const hub = new Hub({
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    retryMs: config.retryMs,
+    maxBufferBytes: config.maxBufferBytes,
+    ...(deps.now && { now: deps.now }),
+  })
+  const ingest = createIngest(hub, config.maxEventBytes, logs)
+  const subscriber = new RedisSubscriber({
+    url: config.redisUrl,
+    channel: config.channel,
+    logs,
+    onMessage: ingest.handle,
+    ...(deps.subscriberClient && { client: deps.subscriberClient }),
+  })
+  subscriber.on('up', () => app.log.info({ channel: config.channel }, 'redis subscription active'))
+  subscriber.on('down', () => app.log.warn('redis subscription lost; reconnecting'))
+  app.decorate('notifier', { hub, ingest, subscriber })
+
+  let closing = false
+  app.addHook('onReady', async () => subscriber.start())
+  // Fastify's close() waits for open connections; end the streams first so
+  // clients reconnect elsewhere instead of holding shutdown up.
+  app.addHook('preClose', async () => {
+    closing = true
+    hub.closeAll()
+  })
+  app.addHook('onClose', async () => subscriber.close())
+
+  await app.register(cookie)
+  if (config.corsOrigins.length > 0) {
+    // An explicit list, never '*': credentials (cookies) are allowed.
+    await app.register(cors, { origin: [...config.corsOrigins], credentials: true, methods: ['GET'] })
+  }
+  await app.register(healthRoutes, { subscribed: () => subscriber.up, closing: () => closing })
+  await app.register(notifyRoute, {
+    authenticate: createAuthenticator(config, logs, { ...(deps.fetch && { fetch: deps.fetch }), ...(deps.now && { now: deps.now }) }),
+    hub,
+  })
+  return app
+}

@@ -1,0 +1,9 @@
+/** Who is connecting, as established by a verifier. */
+export interface Principal {
+  userId: string
+  /** Epoch milliseconds at which the credentials stop being valid, when known. */
+  expiresAt?: number
+}
+
+/** Checks a token; resolves to the principal or rejects with a catalog error (401 or 503). */
+export type Verifier = (token: string) => Promise<Principal>

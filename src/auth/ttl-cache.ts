@@ -1,0 +1,35 @@
+// A small bounded cache with per-entry expiry. Map keeps insertion order, so the
+// first key is the oldest: evicting it bounds memory without a separate list.
+export class TtlCache<V> {
+  readonly #entries = new Map<string, { value: V; expiresAt: number }>()
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly maxEntries: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    return this.#entries.size
+  }
+
+  get(key: string): V | undefined {
+    const entry = this.#entries.get(key)
+    if (entry === undefined) return undefined
+    if (entry.expiresAt <= this.now()) {
+      this.#entries.delete(key)
+      return undefined
+    }
+    return entry.value
+  }
+
+  set(key: string, value: V, ttlMs = this.ttlMs): void {
+    if (ttlMs <= 0) return
+    this.#entries.delete(key)
+    if (this.#entries.size >= this.maxEntries) {
+      const oldest = this.#entries.keys().next()
+      if (oldest.done !== true) this.#entries.delete(oldest.value)
+    }
+    this.#entries.set(key, { value, expiresAt: this.now() + ttlMs })
+  }
+}

@@ -1,0 +1,249 @@
+// The only reader of process.env. Every setting is declared once, with its
+// default and meaning, in the schema below; the TypeScript type is derived from
+// that schema so the two cannot drift. A bad value stops start-up with a
+// message naming the variable.
+import { createPublicKey } from 'node:crypto'
+import { Type, type Static } from '@sinclair/typebox'
+import { envSchema } from 'env-schema'
+
+const Millis = (def: number, min = 0) => Type.Integer({ default: def, minimum: min, maximum: 2_147_483_647 })
+const Optional = () => Type.Optional(Type.String({ minLength: 1 }))
+
+export const EnvSchema = Type.Object({
+  /** Listen address. Default 0.0.0.0 (all interfaces). */
+  HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
+  /** Listen port. Default 8080. */
+  PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535 }),
+  /** Redis the process subscribes to (redis:// or rediss://). Required. */
+  REDIS_URL: Type.String({ pattern: '^rediss?://' }),
+  /** Pub/sub channel carrying events. Default `notifications`. */
+  NOTIFY_CHANNEL: Type.String({ default: 'notifications', minLength: 1, maxLength: 256 }),
+  /** Largest event accepted from the channel, in bytes; larger ones are dropped. Default 262144. */
+  MAX_EVENT_BYTES: Type.Integer({ default: 262_144, minimum: 256 }),
+
+  /** `upstream` (ask an HTTP auth server) or `jwt` (verify locally). Required. */
+  AUTH_MODE: Type.Union([Type.Literal('upstream'), Type.Literal('jwt')]),
+  /** upstream mode: URL called with GET and the client's `Authorization: Bearer <token>`. */
+  AUTH_UPSTREAM_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** upstream mode: field of the JSON answer holding the user id. Default `user_id`. */
+  AUTH_UPSTREAM_USER_FIELD: Type.String({ default: 'user_id', minLength: 1 }),
+  /** upstream mode: timeout of one upstream call. Default 2000 ms. */
+  AUTH_UPSTREAM_TIMEOUT_MS: Millis(2000, 1),
+  /** upstream mode: how long a positive answer is cached (keyed by token hash). 0 disables. Default 30000 ms. */
+  AUTH_CACHE_TTL_MS: Millis(30_000),
+  /** jwt mode: HMAC secret (at least 32 characters). */
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
+  /** jwt mode: PEM (SPKI) public key. */
+  JWT_PUBLIC_KEY: Optional(),
+  /** jwt mode: URL of a JWKS document; refetched when a token names an unknown key id. */
+  JWT_JWKS_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** jwt mode: comma list of accepted algorithms. Default by key type. Never taken from the token. */
+  JWT_ALGORITHMS: Optional(),
+  /** jwt mode: required `iss`, checked when set. */
+  JWT_ISSUER: Optional(),
+  /** jwt mode: required `aud`, checked when set. */
+  JWT_AUDIENCE: Optional(),
+  /** jwt mode: claim holding the user id. Default `sub`. */
+  JWT_USER_CLAIM: Type.String({ default: 'sub', minLength: 1 }),
+  /** Cookie read when there is no Authorization header. Default `access_token`. */
+  AUTH_COOKIE_NAME: Type.String({ default: 'access_token', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" }),
+  /** Accept `?access_token=` on /notify (never logged). Default false. */
+  AUTH_ALLOW_QUERY_TOKEN: Type.Boolean({ default: false }),
+
+  /** Comma list of allowed CORS origins (credentials allowed for them). Default empty: no CORS. */
+  CORS_ORIGINS: Type.String({ default: '' }),
+  /** Interval of the heartbeat comment on every stream. Default 15000 ms. */
+  HEARTBEAT_INTERVAL_MS: Millis(15_000, 10),
+  /** `retry:` hint sent on connect and on shutdown. Default 3000 ms. */
+  SSE_RETRY_MS: Millis(3000),
+  /** A stream whose unsent bytes exceed this is closed as a slow consumer. Default 1048576. */
+  SSE_MAX_BUFFER_BYTES: Type.Integer({ default: 1_048_576, minimum: 1024 }),
+  /** Bound on graceful shutdown. Default 10000 ms. */
+  SHUTDOWN_TIMEOUT_MS: Millis(10_000, 1),
+  /** pino level. Default `info`. */
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' },
+  ),
+})
+
+export type Env = Static<typeof EnvSchema>
+
+export type JwtAlgorithm = (typeof HMAC_ALGS)[number] | (typeof ASYMMETRIC_ALGS)[number]
+const HMAC_ALGS = ['HS256', 'HS384', 'HS512'] as const
+const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
+
+export type JwtKey =
+  | { kind: 'secret'; secret: string }
+  | { kind: 'public-key'; pem: string }
+  | { kind: 'jwks'; url: string }
+
+export type AuthConfig =
+  | { mode: 'upstream'; url: string; userField: string; timeoutMs: number; cacheTtlMs: number }
+  | {
+      mode: 'jwt'
+      key: JwtKey
+      algorithms: JwtAlgorithm[]
+      issuer?: string
+      audience?: string
+      userClaim: string
+    }
+
+export interface Config {
+  host: string
+  port: number
+  redisUrl: string
+  channel: string
+  maxEventBytes: number
+  auth: AuthConfig
+  cookieName: string
+  allowQueryToken: boolean
+  corsOrigins: string[]
+  heartbeatIntervalMs: number
+  retryMs: number
+  maxBufferBytes: number
+  shutdownTimeoutMs: number
+  logLevel: Env['LOG_LEVEL']
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** Reads and validates the environment once; the result is deeply frozen. */
+export function loadConfig(source: Record<string, string | undefined> = process.env): Readonly<Config> {
+  // Empty strings mean "unset", as in most .env tooling; drop them so defaults apply.
+  const data: Record<string, string> = {}
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = source[key]
+    if (value !== undefined && value.trim() !== '') data[key] = value.trim()
+  }
+  let env: Env
+  try {
+    env = envSchema<Env>({ schema: EnvSchema, data, dotenv: false })
+  } catch (err) {
+    // ajv reports "env/PORT must be integer" or "env must have required property 'REDIS_URL'".
+    throw new ConfigError(`invalid configuration: ${(err as Error).message}`)
+  }
+  const config: Config = {
+    host: env.HOST,
+    port: env.PORT,
+    redisUrl: env.REDIS_URL,
+    channel: env.NOTIFY_CHANNEL,
+    maxEventBytes: env.MAX_EVENT_BYTES,
+    auth: authConfig(env),
+    cookieName: env.AUTH_COOKIE_NAME,
+    allowQueryToken: env.AUTH_ALLOW_QUERY_TOKEN,
+    corsOrigins: corsOrigins(env.CORS_ORIGINS),
+    heartbeatIntervalMs: env.HEARTBEAT_INTERVAL_MS,
+    retryMs: env.SSE_RETRY_MS,
+    maxBufferBytes: env.SSE_MAX_BUFFER_BYTES,
+    shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    logLevel: env.LOG_LEVEL,
+  }
+  if (config.maxEventBytes > config.maxBufferBytes / 2) {
+    throw new ConfigError('MAX_EVENT_BYTES must be at most half of SSE_MAX_BUFFER_BYTES, or one event would close every stream')
+  }
+  return deepFreeze(config)
+}
+
+function authConfig(env: Env): AuthConfig {
+  if (env.AUTH_MODE === 'upstream') {
+    if (env.AUTH_UPSTREAM_URL === undefined) throw new ConfigError('AUTH_UPSTREAM_URL is required when AUTH_MODE=upstream')
+    return {
+      mode: 'upstream',
+      url: env.AUTH_UPSTREAM_URL,
+      userField: env.AUTH_UPSTREAM_USER_FIELD,
+      timeoutMs: env.AUTH_UPSTREAM_TIMEOUT_MS,
+      cacheTtlMs: env.AUTH_CACHE_TTL_MS,
+    }
+  }
+  const sources = (['JWT_SECRET', 'JWT_PUBLIC_KEY', 'JWT_JWKS_URL'] as const).filter((k) => env[k] !== undefined)
+  if (sources.length !== 1) {
+    throw new ConfigError(
+      `AUTH_MODE=jwt needs exactly one of JWT_SECRET, JWT_PUBLIC_KEY, JWT_JWKS_URL (got ${sources.length === 0 ? 'none' : sources.join(', ')})`,
+    )
+  }
+  const key: JwtKey =
+    env.JWT_SECRET !== undefined
+      ? { kind: 'secret', secret: env.JWT_SECRET }
+      : env.JWT_PUBLIC_KEY !== undefined
+        ? { kind: 'public-key', pem: env.JWT_PUBLIC_KEY.replace(/\\n/g, '\n') }
+        : { kind: 'jwks', url: env.JWT_JWKS_URL as string }
+  return {
+    mode: 'jwt',
+    key,
+    algorithms: jwtAlgorithms(env.JWT_ALGORITHMS, key),
+    ...(env.JWT_ISSUER !== undefined && { issuer: env.JWT_ISSUER }),
+    ...(env.JWT_AUDIENCE !== undefined && { audience: env.JWT_AUDIENCE }),
+    userClaim: env.JWT_USER_CLAIM,
+  }
+}
+
+// The allow-list is fixed by configuration, never by the token's header. HMAC and
+// asymmetric algorithms are never mixed: that mix is what "algorithm confusion"
+// attacks exploit (a public key used as an HMAC secret).
+function jwtAlgorithms(list: string | undefined, key: JwtKey): JwtAlgorithm[] {
+  const allowed: readonly string[] = key.kind === 'secret' ? HMAC_ALGS : ASYMMETRIC_ALGS
+  if (list === undefined) return defaultAlgorithms(key)
+  const algs = list.split(',').map((a) => a.trim()).filter((a) => a !== '')
+  if (algs.length === 0) throw new ConfigError('JWT_ALGORITHMS is empty')
+  for (const alg of algs) {
+    if (!allowed.includes(alg)) {
+      throw new ConfigError(`JWT_ALGORITHMS: "${alg}" is not allowed with ${key.kind} keys (allowed: ${allowed.join(', ')})`)
+    }
+  }
+  return algs as JwtAlgorithm[]
+}
+
+function defaultAlgorithms(key: JwtKey): JwtAlgorithm[] {
+  if (key.kind === 'secret') return ['HS256']
+  // A JWKS may hold keys of several types; jose only matches a key whose type fits the algorithm.
+  if (key.kind === 'jwks') return ['RS256', 'ES256', 'EdDSA']
+  let k
+  try {
+    k = createPublicKey(key.pem)
+  } catch {
+    throw new ConfigError('JWT_PUBLIC_KEY is not a valid PEM public key')
+  }
+  switch (k.asymmetricKeyType) {
+    case 'rsa':
+      return ['RS256']
+    case 'rsa-pss':
+      return ['PS256']
+    case 'ec': {
+      const curve = k.asymmetricKeyDetails?.namedCurve
+      return curve === 'secp384r1' ? ['ES384'] : curve === 'secp521r1' ? ['ES512'] : ['ES256']
+    }
+    case 'ed25519':
+      return ['EdDSA']
+    default:
+      throw new ConfigError(`JWT_PUBLIC_KEY: unsupported key type ${String(k.asymmetricKeyType)}`)
+  }
+}
+
+function corsOrigins(list: string): string[] {
+  const origins = list.split(',').map((o) => o.trim()).filter((o) => o !== '')
+  for (const origin of origins) {
+    // A wildcard with credentials would let any site read users' notifications.
+    if (origin === '*') throw new ConfigError('CORS_ORIGINS must list origins; "*" is refused because credentials are allowed')
+    let url: URL
+    try {
+      url = new URL(origin)
+    } catch {
+      throw new ConfigError(`CORS_ORIGINS: "${origin}" is not an origin like https://app.example.com`)
+    }
+    if (url.origin !== origin) {
+      throw new ConfigError(`CORS_ORIGINS: "${origin}" is not an origin (scheme://host[:port], no path or trailing slash)`)
+    }
+  }
+  return origins
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}

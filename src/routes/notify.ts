@@ -1,0 +1,29 @@
+// GET /notify: authenticate, then hand the response to the hub as an event stream.
+import type { FastifyInstance } from 'fastify'
+import type { Authenticate } from '../auth/authenticate.js'
+import type { Hub } from '../sse/hub.js'
+
+export interface NotifyDeps {
+  authenticate: Authenticate
+  hub: Hub
+}
+
+export async function notifyRoute(app: FastifyInstance, { authenticate, hub }: NotifyDeps): Promise<void> {
+  // No HEAD twin: a HEAD request must not open a stream.
+  app.get('/notify', { exposeHeadRoute: false }, async (request, reply) => {
+    // Throws 401 or 503 catalog errors, answered as JSON by Fastify.
+    const principal = await authenticate(request)
+    reply.hijack()
+    const res = reply.raw
+    // The client may have gone while we were checking its token.
+    if (res.destroyed || res.socket === null || res.socket.destroyed) {
+      res.destroy()
+      return reply
+    }
+    // The stream now belongs to the hub, which ends it; the socket needs no timeout.
+    res.socket.setTimeout(0)
+    const stream = hub.open(res, principal.userId, reply.getHeaders() as Record<string, string>, principal.expiresAt)
+    if (stream !== undefined) request.log.debug({ userId: principal.userId }, 'stream opened')
+    return reply
+  })
+}

@@ -1,0 +1,120 @@
+// Every open stream of the process: the recipient index, the one shared
+// heartbeat timer, the one shared expiry timer, and shutdown.
+import { EventEmitter } from 'node:events'
+import type { ServerResponse } from 'node:http'
+import { Deadlines } from './deadlines.js'
+import { encodeComment, encodeEvent, encodeRetry } from './frame.js'
+import { Router } from './router.js'
+import { type CloseReason, SseStream } from './stream.js'
+
+export interface HubOptions {
+  heartbeatIntervalMs: number
+  retryMs: number
+  maxBufferBytes: number
+  now?: () => number
+}
+
+export interface HubStats {
+  opened: number
+  closed: Record<CloseReason, number>
+  deliveries: number
+}
+
+const HEARTBEAT = Buffer.from(encodeComment())
+const AUTH_EXPIRED = encodeEvent({ event: 'auth-expired', data: '{}' })
+
+/** Emits 'open' (stream) and 'close' (stream, reason); used by tests and logs. */
+export class Hub extends EventEmitter {
+  readonly stats: HubStats = { opened: 0, closed: { client: 0, slow: 0, expired: 0, shutdown: 0 }, deliveries: 0 }
+  readonly #router = new Router<SseStream>()
+  readonly #expiries: Deadlines<SseStream>
+  readonly #heartbeat: NodeJS.Timeout
+  readonly #hello: Buffer
+  #closing = false
+
+  constructor(private readonly opts: HubOptions) {
+    super()
+    this.#expiries = new Deadlines((s) => s.end('expired', AUTH_EXPIRED), opts.now)
+    this.#heartbeat = setInterval(this.#beat, opts.heartbeatIntervalMs).unref()
+    this.#hello = Buffer.from(encodeRetry(opts.retryMs) + encodeComment('connected'))
+  }
+
+  /** Open streams. */
+  get size(): number {
+    return this.#router.size
+  }
+
+  /** Users with at least one open stream. */
+  get users(): number {
+    return this.#router.users
+  }
+
+  get pendingExpiries(): number {
+    return this.#expiries.size
+  }
+
+  /**
+   * Sends the response head and first bytes, then registers the stream, in one
+   * tick: an event published once the client has seen the head is delivered.
+   * `headers` carries what plugins set on the reply (CORS).
+   */
+  open(res: ServerResponse, userId: string, headers: Record<string, string | string[] | number>, expiresAt?: number): SseStream | undefined {
+    res.writeHead(200, {
+      ...headers,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      // nginx would otherwise buffer the stream.
+      'x-accel-buffering': 'no',
+    })
+    if (this.#closing) {
+      // Shutting down: tell the client to come back (to another instance).
+      res.end(encodeRetry(this.opts.retryMs))
+      return undefined
+    }
+    const stream = new SseStream(userId, res, this.opts.maxBufferBytes, this.#onStreamClose)
+    res.write(this.#hello)
+    this.#router.add(userId, stream)
+    this.stats.opened++
+    if (expiresAt !== undefined) {
+      stream.deadline = expiresAt
+      this.#expiries.add(stream)
+    }
+    this.emit('open', stream)
+    return stream
+  }
+
+  /** Writes one ready-made frame to every stream of each recipient. */
+  deliver(recipients: readonly string[], frame: Buffer): number {
+    let n = 0
+    for (const userId of recipients) {
+      const streams = this.#router.streamsOf(userId)
+      if (streams === undefined) continue
+      for (const stream of streams) {
+        stream.send(frame)
+        n++
+      }
+    }
+    this.stats.deliveries += n
+    return n
+  }
+
+  /** Ends every stream with a retry hint; further opens are refused. */
+  closeAll(): void {
+    this.#closing = true
+    clearInterval(this.#heartbeat)
+    this.#expiries.clear()
+    const last = encodeRetry(this.opts.retryMs)
+    for (const stream of [...this.#router.all()]) stream.end('shutdown', last)
+  }
+
+  #beat = (): void => {
+    for (const stream of this.#router.all()) stream.send(HEARTBEAT)
+  }
+
+  #onStreamClose = (stream: SseStream, reason: CloseReason): void => {
+    this.#router.remove(stream.userId, stream)
+    this.#expiries.remove(stream)
+    this.stats.closed[reason]++
+    this.emit('close', stream, reason)
+  }
+}
