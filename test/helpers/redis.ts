@@ -1,0 +1,88 @@
+// Starts a real redis-server on a free port for a test, and stops it at teardown.
+// Set TEST_REDIS_URL to use an existing server instead (restart() is then unavailable).
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import { Redis } from 'ioredis'
+
+export interface TestRedis {
+  url: string
+  port: number
+  /** A plain client (not in subscriber mode), closed at teardown. */
+  client(): Redis
+  /** Stops the server, then starts it again on the same port. */
+  restart(): Promise<void>
+  stop(): Promise<void>
+  start(): Promise<void>
+  canRestart: boolean
+}
+
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
+
+export async function freePort(): Promise<number> {
+  const srv = createServer()
+  srv.listen(0, '127.0.0.1')
+  await once(srv, 'listening')
+  const port = (srv.address() as { port: number }).port
+  srv.close()
+  await once(srv, 'close')
+  return port
+}
+
+export async function startRedis(t: Teardown): Promise<TestRedis> {
+  const clients: Redis[] = []
+  const client = (url: string) => {
+    const c = new Redis(url, { maxRetriesPerRequest: 1 })
+    c.on('error', () => {})
+    clients.push(c)
+    return c
+  }
+  t.teardown(() => Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect()))))
+
+  const external = process.env.TEST_REDIS_URL
+  if (external) {
+    const port = Number(new URL(external).port || 6379)
+    const unavailable = () => Promise.reject(new Error('restart needs a redis-server started by the tests'))
+    return { url: external, port, client: () => client(external), restart: unavailable, stop: unavailable, start: unavailable, canRestart: false }
+  }
+
+  const port = await freePort()
+  let proc: ChildProcess | undefined
+  const start = async () => {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    await new Promise<void>((resolve, reject) => {
+      proc?.stdout?.on('data', (d: Buffer) => {
+        out += d.toString()
+        if (out.includes('Ready to accept connections')) resolve()
+      })
+      proc?.once('exit', (code) => reject(new Error(`redis-server exited (${code}): ${out}`)))
+      proc?.once('error', reject)
+    })
+  }
+  const stop = async () => {
+    if (proc === undefined || proc.exitCode !== null) return
+    const p = proc
+    p.kill('SIGKILL')
+    await once(p, 'exit')
+  }
+  await start()
+  t.teardown(stop)
+  const url = `redis://127.0.0.1:${port}`
+  return {
+    url,
+    port,
+    client: () => client(url),
+    restart: async () => {
+      await stop()
+      await start()
+    },
+    stop,
+    start,
+    canRestart: true,
+  }
+}
