@@ -70,10 +70,10 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   let closing = false
   app.addHook('onReady', async () => subscriber.start())
   // Fastify's close() waits for open connections; end the streams first so
-  // clients reconnect elsewhere instead of holding shutdown up.
+  // clients reconnect elsewhere, within half the shutdown budget.
   app.addHook('preClose', async () => {
     closing = true
-    hub.closeAll()
+    await hub.closeAll(Math.floor(config.shutdownTimeoutMs / 2))
   })
   app.addHook('onClose', async () => subscriber.close())
 

@@ -5,7 +5,7 @@
 import { once } from 'node:events'
 import { createServer } from 'node:http'
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { build } from './helpers/app.js'
 
 interface Teardown {
@@ -102,10 +102,28 @@ async function service(t: Teardown, pageOrigin: string) {
   return { s, port: Number(new URL(s.base).port) }
 }
 
-const probe = (page: Page) => page.evaluate(() => {
-  const w = window as unknown as Probe
-  return { opened: w.opened, errors: w.errors, received: w.received }
-})
+const probe = (page: Page): Promise<Probe> =>
+  page.evaluate(() => {
+    const w = window as unknown as Probe
+    return { opened: w.opened, errors: w.errors, received: w.received }
+  })
+
+/** Waits for the page's EventSource to settle: `open` or a first `error`, whichever comes first. */
+async function settled(page: Page): Promise<Probe> {
+  await page.waitForFunction(() => {
+    const w = window as unknown as Probe
+    return w.opened || w.errors.length > 0
+  })
+  return probe(page)
+}
+
+/** Waits for `open`; fails at once (not at a timeout) if the stream errors instead. */
+async function opened(t: Test, page: Page, who: string): Promise<void> {
+  const state = await settled(page)
+  t.ok(state.opened, `${who}: EventSource open fired`)
+  t.same(state.errors, [], `${who}: no error before open`)
+  if (!state.opened) throw new Error(`${who}: EventSource failed to open`)
+}
 
 t.test('a page on the app origin receives its user event through a credentialed EventSource', async (t) => {
   const pageOrigin = await servePage(t)
@@ -113,7 +131,7 @@ t.test('a page on the app origin receives its user event through a credentialed 
   const context = await userContext(t, 'user-alice')
   const page = await openPage(context, pageOrigin, port)
 
-  await page.waitForFunction(() => (window as unknown as Probe).opened)
+  await opened(t, page, 'alice')
   t.equal(s.app.notifier.hub.users, 1, 'the stream is registered for the cookie user')
   t.equal(await page.evaluate(() => document.cookie), '', 'the token cookie is HttpOnly, invisible to the page')
 
@@ -138,13 +156,12 @@ t.test('a page on a refused origin cannot read the stream', async (t) => {
   const context = await userContext(t, 'user-alice')
   const page = await openPage(context, refused, port)
 
-  await page.waitForFunction(() => (window as unknown as Probe).errors.length > 0)
-  const { opened, errors, received } = await probe(page)
+  // Settles on the first error (or, if CORS let it through, on open: a failure, not a timeout).
+  const state = await settled(page)
   t.same(served, ['alice'], 'the request carried the cookie and was answered: the refusal is CORS, not auth')
-  t.equal(opened, false, 'open never fired')
-  t.equal(errors[0], 2, 'readyState CLOSED: the browser does not retry')
-  t.same(received, [])
-  t.equal(await page.evaluate(() => (window as unknown as Probe).opened), false)
+  t.equal(state.opened, false, 'open never fired')
+  t.equal(state.errors[0], 2, 'readyState CLOSED: the browser does not retry')
+  t.same(state.received, [])
 })
 
 t.test("bob's browser does not receive alice's event", async (t) => {
@@ -152,7 +169,8 @@ t.test("bob's browser does not receive alice's event", async (t) => {
   const { s, port } = await service(t, pageOrigin)
   const alice = await openPage(await userContext(t, 'user-alice'), pageOrigin, port)
   const bob = await openPage(await userContext(t, 'user-bob'), pageOrigin, port)
-  for (const page of [alice, bob]) await page.waitForFunction(() => (window as unknown as Probe).opened)
+  await opened(t, alice, 'alice')
+  await opened(t, bob, 'bob')
   t.equal(s.app.notifier.hub.users, 2)
 
   await s.publish({ recipient_id: 'alice', type: 'order.shipped', order: 'A-17' })

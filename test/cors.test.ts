@@ -54,7 +54,8 @@ t.test('an allowed origin gets its CORS headers on the 401 answer too', async (t
   // Without them the browser hides the 401 from the page, which then cannot
   // tell "log in again" from a network failure.
   const s = await build(t, { env: { CORS_ORIGINS } })
-  for (const headers of [{}, { authorization: 'Bearer nobody' }]) {
+  const credentials: Record<string, string>[] = [{}, { authorization: 'Bearer nobody' }]
+  for (const headers of credentials) {
     const answer = await openStream(t, `${s.base}/notify`, { origin: APP, ...headers })
     t.equal(answer.status, 401)
     t.match(answer.headers['www-authenticate'], /^Bearer/)

@@ -2,6 +2,7 @@
 // heartbeat timer, the one shared expiry timer, and shutdown.
 import { EventEmitter } from 'node:events'
 import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { Deadlines } from './deadlines.js'
 import { encodeComment, encodeEvent, encodeRetry } from './frame.js'
 import { Router } from './router.js'
@@ -98,13 +99,37 @@ export class Hub extends EventEmitter {
     return n
   }
 
-  /** Ends every stream with a retry hint; further opens are refused. */
-  closeAll(): void {
+  /**
+   * Ends every stream with a retry hint and refuses further opens. Resolves when
+   * every connection has closed, or after `graceMs`, when the stragglers (peers
+   * that stopped reading) are destroyed so they cannot hold shutdown up.
+   */
+  async closeAll(graceMs: number): Promise<void> {
     this.#closing = true
     clearInterval(this.#heartbeat)
     this.#expiries.clear()
     const last = encodeRetry(this.opts.retryMs)
-    for (const stream of [...this.#router.all()]) stream.end('shutdown', last)
+    const sockets: Socket[] = []
+    for (const stream of [...this.#router.all()]) {
+      const socket = stream.socket
+      stream.end('shutdown', last)
+      if (socket !== null && !socket.destroyed) sockets.push(socket)
+    }
+    if (sockets.length === 0) return
+    await new Promise<void>((resolve) => {
+      let open = sockets.length
+      const timer = setTimeout(() => {
+        for (const socket of sockets) socket.destroy()
+        resolve()
+      }, graceMs)
+      for (const socket of sockets) {
+        socket.once('close', () => {
+          if (--open > 0) return
+          clearTimeout(timer)
+          resolve()
+        })
+      }
+    })
   }
 
   #beat = (): void => {

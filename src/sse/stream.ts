@@ -1,6 +1,7 @@
 // One open event stream: writes frames straight to the response, honours
 // backpressure and closes itself when the client cannot keep up.
 import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Scheduled } from './deadlines.js'
 
 export type CloseReason = 'client' | 'slow' | 'expired' | 'shutdown'
@@ -17,6 +18,10 @@ export class SseStream implements Scheduled {
     private readonly onClose: (stream: SseStream, reason: CloseReason) => void,
   ) {
     res.once('close', this.#onResClose)
+  }
+
+  get socket(): Socket | null {
+    return this.res.socket
   }
 
   /**

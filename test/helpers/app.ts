@@ -32,6 +32,8 @@ export interface BuildOptions {
   env?: Record<string, string>
   deps?: AppDeps
   redis?: TestRedis
+  /** Wait for the Redis subscription before returning (default true). */
+  waitForRedis?: boolean
 }
 
 export async function build(t: Teardown, opts: BuildOptions = {}): Promise<Built> {
@@ -60,7 +62,7 @@ export async function build(t: Teardown, opts: BuildOptions = {}): Promise<Built
   t.teardown(() => app.close())
   const up = once(app.notifier.subscriber, 'up')
   await app.listen({ host: config.host, port: config.port })
-  await up
+  if (opts.waitForRedis !== false) await up
   const { port } = app.server.address() as { port: number }
   const publisher = redis.client()
   return {

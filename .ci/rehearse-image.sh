@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Rehearses the Dockerfile's runtime stage without a Docker engine: package.json,
+# package-lock.json and dist/ alone in a clean directory, `npm ci --omit=dev`,
+# NODE_ENV=production, `node dist/server.js` with the compose file's settings, next
+# to a real redis-server and the demo auth upstream. Then it checks the image's
+# HEALTHCHECK command, delivers one event end to end, and stops the service with
+# SIGTERM, which must exit 0. Catches what `npm test` cannot: a runtime import of
+# a dev dependency, a file missing from dist/, a broken entry point or shutdown.
+# Not rehearsed: the non-root user, the base image itself.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d)
+pids=()
+
+step() { printf '\n---- %s\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+cleanup() {
+  local rc=$?
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if ((rc != 0)) && [[ -f $WORK/service.log ]]; then
+    echo "---- service log (last 40 lines)" >&2
+    tail -n 40 "$WORK/service.log" >&2
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+# So that Ctrl-C or a CI timeout still runs the cleanup above.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Polls `cmd...` every 0.1 s until it succeeds; fails after $1 seconds.
+wait_for() {
+  local secs=$1 what=$2 i; shift 2
+  for ((i = 0; i < secs * 10; i++)); do
+    "$@" >/dev/null && return 0
+    sleep 0.1
+  done
+  fail "$what: not within ${secs}s"
+}
+free_port() {
+  node -e "const s = require('node:net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close() })"
+}
+http_status() { # url [curl args...]
+  local url=$1; shift
+  curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" || true
+}
+is_200() { [[ $(http_status "$@") == 200 ]]; }
+alive() { kill -0 "$1" 2>/dev/null; }
+
+step "build (only when dist/ is missing or older than src/)"
+if [[ ! -f $ROOT/dist/server.js ]] || [[ -n $(find "$ROOT/src" -newer "$ROOT/dist/server.js" -print -quit) ]]; then
+  (cd "$ROOT" && npm run build)
+else
+  echo "dist/ is up to date"
+fi
+
+step "clean directory with production dependencies only: $WORK/app"
+mkdir "$WORK/app"
+cp "$ROOT/package.json" "$ROOT/package-lock.json" "$WORK/app/"
+cp -R "$ROOT/dist" "$WORK/app/dist"
+(cd "$WORK/app" && NODE_ENV=production npm ci --omit=dev --no-audit --no-fund)
+
+step "redis-server and the demo auth upstream"
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+pids+=($!)
+wait_for 5 "redis-server on :$RPORT" bash -c "redis-cli -p $RPORT ping 2>/dev/null | grep -q PONG"
+APORT=$(free_port)
+PORT=$APORT node "$ROOT/examples/auth-upstream/server.mjs" >"$WORK/auth.log" 2>&1 &
+pids+=($!)
+wait_for 5 "auth upstream on :$APORT" is_200 "http://127.0.0.1:$APORT/healthz"
+
+step "start the service as the image does (node dist/server.js, NODE_ENV=production)"
+PORT=$(free_port)
+BASE=http://127.0.0.1:$PORT
+cd "$WORK/app"
+NODE_ENV=production HOST=127.0.0.1 PORT=$PORT \
+  REDIS_URL=redis://127.0.0.1:$RPORT AUTH_MODE=upstream AUTH_UPSTREAM_URL=http://127.0.0.1:$APORT/me \
+  node dist/server.js >"$WORK/service.log" 2>&1 &
+SVC=$!
+pids+=("$SVC")
+cd "$ROOT"
+healthy() { alive "$SVC" || fail "service exited early"; is_200 "$BASE/healthz"; }
+wait_for 15 "GET /healthz = 200" healthy
+echo "/healthz 200"
+# The subscription comes up after listen; an event published before it is lost.
+wait_for 10 "GET /readyz = 200 (Redis subscription active)" is_200 "$BASE/readyz"
+echo "/readyz 200"
+
+step "the Dockerfile's HEALTHCHECK command, as written there"
+# Run from the clean directory so it cannot lean on the repo's node_modules.
+(cd "$WORK/app" && PORT=$PORT node -e '
+  const line = require("node:fs").readFileSync(process.argv[1], "utf8").replace(/\\\n/g, " ").split("\n").find((l) => l.startsWith("HEALTHCHECK"))
+  const [cmd, ...args] = JSON.parse(line.slice(line.indexOf("CMD") + 3))
+  const r = require("node:child_process").spawnSync(cmd, args, { stdio: "inherit", timeout: 5000 })
+  process.exit(r.status ?? 1)
+' "$ROOT/Dockerfile") || fail "HEALTHCHECK command failed"
+echo "HEALTHCHECK exits 0"
+
+step "a bad token is refused"
+code=$(http_status "$BASE/notify" -H 'Authorization: Bearer nope')
+[[ $code == 401 ]] || fail "bad token: expected 401, got $code"
+echo "401"
+
+step "one event end to end"
+curl -sN -H 'Authorization: Bearer demo-42' "$BASE/notify" >"$WORK/stream.txt" 2>&1 &
+pids+=($!)
+wait_for 5 "stream opened (retry: received)" grep -q '^retry:' "$WORK/stream.txt"
+receivers=$(redis-cli -p "$RPORT" PUBLISH notifications '{"recipient_id":"42","type":"ci.check","ok":true}')
+[[ $receivers == 1 ]] || fail "PUBLISH reached $receivers subscribers, expected 1"
+wait_for 5 "event delivered" grep -q '^event: ci.check' "$WORK/stream.txt"
+grep -q '^data: .*"recipient_id":"42"' "$WORK/stream.txt" || fail "data line missing"
+cat "$WORK/stream.txt"
+
+step "SIGTERM: clean shutdown, exit 0"
+kill -TERM "$SVC"
+# The service bounds its own shutdown (SHUTDOWN_TIMEOUT_MS, 10 s); allow a bit more.
+for ((i = 0; i < 150; i++)); do alive "$SVC" || break; sleep 0.1; done
+alive "$SVC" && fail "service still running 15s after SIGTERM"
+rc=0; wait "$SVC" || rc=$?
+((rc == 0)) || fail "service exited $rc after SIGTERM"
+echo "exited 0"
+
+step "image rehearsal passed"

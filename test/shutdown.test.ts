@@ -1,0 +1,130 @@
+// Shutdown: every stream is ended with a retry hint, Redis is closed, and the
+// process exits 0 within SHUTDOWN_TIMEOUT_MS.
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { connect } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import t, { type Test } from 'tap'
+import { build } from './helpers/app.js'
+import { startRedis } from './helpers/redis.js'
+import { openStream } from './helpers/sse.js'
+import { startUpstream } from './helpers/upstream.js'
+
+const SERVER = fileURLToPath(new URL('../dist/server.js', import.meta.url))
+
+t.test('close() ends every stream with a retry hint', async (t) => {
+  const s = await build(t, { env: { SSE_RETRY_MS: '2500' } })
+  const streams = await Promise.all(
+    Array.from({ length: 50 }, (_, i) => openStream(t, `${s.base}/notify`, { authorization: `Bearer user-${i % 7}` })),
+  )
+  await s.app.close()
+  await Promise.all(streams.map((st) => st.ended))
+  for (const st of streams) t.match(st.raw(), /retry: 2500\n\n$/, 'last frame is the retry hint')
+  t.equal(s.app.notifier.hub.size, 0)
+  t.equal(s.app.notifier.hub.stats.closed.shutdown, 50)
+  t.equal(s.app.notifier.subscriber.up, false)
+})
+
+t.test('a client that never closes its side cannot hold shutdown past the grace period', async (t) => {
+  const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '600' } })
+  const { port } = new URL(s.base)
+  // allowHalfOpen: this client keeps its side open after the server's FIN.
+  const stuck = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true })
+  t.teardown(() => stuck.destroy())
+  stuck.resume() // read (and discard) everything, so 'end' is emitted
+  await once(stuck, 'connect')
+  const opened = once(s.app.notifier.hub, 'open')
+  stuck.write('GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user-stuck\r\n\r\n')
+  await opened
+  // The client sees the server's FIN; its own side stays open on purpose.
+  const serverFin = once(stuck, 'end')
+  const started = process.hrtime.bigint()
+  await s.app.close()
+  const ms = Number(process.hrtime.bigint() - started) / 1e6
+  await serverFin
+  t.ok(ms < 600, `close() took ${ms.toFixed(0)} ms, within SHUTDOWN_TIMEOUT_MS`)
+})
+
+t.test('a stream authenticated while shutting down is told to retry, not registered', async (t) => {
+  const s = await build(t)
+  const pending = openStream(t, `${s.base}/notify`, { authorization: 'Bearer slow-300-late' })
+  // Close once the upstream has the request in hand: the auth answer comes after preClose.
+  await new Promise<void>((resolve) => {
+    const check = () => (s.upstream.totalCalls() > 0 ? resolve() : setImmediate(check))
+    check()
+  })
+  const closing = s.app.close()
+  const late = await pending
+  await late.ended
+  await closing
+  t.equal(late.status, 200)
+  t.match(late.raw(), /^retry: \d+\n\n$/)
+  t.equal(s.app.notifier.hub.stats.opened, 0)
+})
+
+async function startServer(t: Test, env: Record<string, string>): Promise<{ proc: ChildProcess; base: string; out: () => string }> {
+  const proc = spawn(process.execPath, [SERVER], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => {
+    if (proc.exitCode === null) proc.kill('SIGKILL')
+  })
+  let out = ''
+  proc.stderr?.on('data', (d: Buffer) => (out += d.toString()))
+  const base = await new Promise<string>((resolve, reject) => {
+    proc.stdout?.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
+      if (m?.[1]) resolve(m[1])
+    })
+    proc.once('exit', (code) => reject(new Error(`server exited early (${code}): ${out}`)))
+  })
+  // Ready means subscribed; the server logs it.
+  await new Promise<void>((resolve) => {
+    const check = () => (out.includes('redis subscription active') ? resolve() : proc.stdout?.once('data', check))
+    check()
+  })
+  return { proc, base, out: () => out }
+}
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  t.test(`${signal} with open streams: streams ended, exit 0 within the timeout`, async (t) => {
+    const redis = await startRedis(t)
+    const upstream = await startUpstream(t)
+    const { proc, base, out } = await startServer(t, {
+      REDIS_URL: redis.url,
+      AUTH_MODE: 'upstream',
+      AUTH_UPSTREAM_URL: upstream.url,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      SHUTDOWN_TIMEOUT_MS: '5000',
+    })
+    const n = signal === 'SIGTERM' ? 500 : 50
+    const streams = await Promise.all(
+      Array.from({ length: n }, (_, i) => openStream(t, `${base}/notify`, { authorization: `Bearer user-${i}` })),
+    )
+    const exited = once(proc, 'exit') as Promise<[number | null, string | null]>
+    const started = process.hrtime.bigint()
+    proc.kill(signal)
+    const [code] = await exited
+    const ms = Number(process.hrtime.bigint() - started) / 1e6
+    t.equal(code, 0, `exit code (output: ${out().slice(-400)})`)
+    t.ok(ms < 5000, `exited in ${ms.toFixed(0)} ms`)
+    await Promise.all(streams.map((st) => st.ended))
+    t.equal(streams.filter((st) => /retry: \d+\n\n$/.test(st.raw())).length, n, 'every stream got the retry hint')
+    t.match(out(), /"msg":"shut down cleanly"/)
+    // Redis saw the subscriber leave.
+    const admin = redis.client()
+    t.equal(Number(await admin.pubsub('NUMSUB', 'notifications').then((r) => (r as [string, number])[1])), 0)
+  })
+}
+
+t.test('a bad configuration stops start-up with a message naming the variable', async (t) => {
+  const proc = spawn(process.execPath, [SERVER], {
+    env: { PATH: process.env.PATH ?? '', REDIS_URL: 'redis://127.0.0.1:1', AUTH_MODE: 'upstream', AUTH_UPSTREAM_URL: 'http://x/', PORT: 'abc' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let err = ''
+  proc.stderr?.on('data', (d: Buffer) => (err += d.toString()))
+  const [code] = (await once(proc, 'exit')) as [number]
+  t.equal(code, 1)
+  t.match(err, /PORT/)
+})
