@@ -9,7 +9,8 @@ import { RedisSubscriber } from './broker/redis-subscriber.js'
 import type { Config } from './config.js'
 import { createIngest, type Ingest } from './ingest.js'
 import { LogLimiter } from './log-limiter.js'
-import { loggerOptions } from './logger.js'
+import { errors } from './errors.js'
+import { loggerOptions, redactUrl } from './logger.js'
 import { healthRoutes } from './routes/health.js'
 import { notifyRoute } from './routes/notify.js'
 import { Hub } from './sse/hub.js'
@@ -45,7 +46,9 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     bodyLimit: 16 * 1024,
     // Streams are long-lived; idle keep-alive sockets are closed on shutdown.
     forceCloseConnections: 'idle',
-    return503OnClosing: true,
+    // While draining, /notify and /readyz give their own answers: a bare 503
+    // would make a plain EventSource give up for good.
+    return503OnClosing: false,
   })
   const logs = new LogLimiter(app.log, 10_000, deps.now)
 
@@ -67,22 +70,24 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   subscriber.on('down', () => app.log.warn('redis subscription lost; reconnecting'))
   app.decorate('notifier', { hub, ingest, subscriber })
 
-  let closing = false
   app.addHook('onReady', async () => subscriber.start())
   // Fastify's close() waits for open connections; end the streams first so
   // clients reconnect elsewhere, within half the shutdown budget.
   app.addHook('preClose', async () => {
-    closing = true
     await hub.closeAll(Math.floor(config.shutdownTimeoutMs / 2))
   })
   app.addHook('onClose', async () => subscriber.close())
 
+  // Fastify's default 404 logs and echoes the raw URL, which may hold a query token.
+  app.setNotFoundHandler(async (request) => {
+    throw errors.notFound(request.method, redactUrl(request.url))
+  })
   await app.register(cookie)
   if (config.corsOrigins.length > 0) {
     // An explicit list, never '*': credentials (cookies) are allowed.
     await app.register(cors, { origin: [...config.corsOrigins], credentials: true, methods: ['GET'] })
   }
-  await app.register(healthRoutes, { subscribed: () => subscriber.up, closing: () => closing })
+  await app.register(healthRoutes, { subscribed: () => subscriber.up, closing: () => hub.closing })
   await app.register(notifyRoute, {
     authenticate: createAuthenticator(config, logs, { ...(deps.fetch && { fetch: deps.fetch }), ...(deps.now && { now: deps.now }) }),
     hub,

@@ -7,6 +7,7 @@ import createError, { type FastifyError } from '@fastify/error'
 const TokenMissing = createError('NOTIFY_TOKEN_MISSING', 'Missing bearer token', 401, TypeError, false)
 const TokenMalformed = createError('NOTIFY_TOKEN_MALFORMED', 'Malformed credentials: %s', 401, TypeError, false)
 const TokenRejected = createError('NOTIFY_TOKEN_REJECTED', 'Invalid or expired token', 401, TypeError, false)
+const NotFound = createError('NOTIFY_NOT_FOUND', 'Route %s:%s not found', 404, Error, false)
 const AuthUnavailable = createError('NOTIFY_AUTH_UNAVAILABLE', 'Authentication service unavailable, retry later', 503, Error, false)
 
 export type ClientError = FastifyError & { statusCode: number; headers?: Record<string, string> }
@@ -29,6 +30,8 @@ export const errors = {
     withHeaders(new TokenRejected(), { 'www-authenticate': `${REALM}, error="invalid_token"` }),
   // Never 401 when the auth server is down: the client's token may be fine.
   authUnavailable: (): ClientError => withHeaders(new AuthUnavailable(), { 'retry-after': String(AUTH_RETRY_AFTER_S) }),
+  /** `url` must already be redacted: it is echoed to the client and logged. */
+  notFound: (method: string, url: string): ClientError => new NotFound(method, url) as ClientError,
 }
 
 export function isClientError(err: unknown): err is ClientError {

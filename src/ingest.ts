@@ -28,7 +28,7 @@ export function createIngest(hub: Hub, maxEventBytes: number, logs: LogLimiter):
       if (!parsed.ok) {
         stats.dropped[parsed.reason]++
         // The message itself is not logged: it may be large or carry personal data.
-        logs.write('warn', `drop:${parsed.reason}`, { reason: parsed.reason, bytes: message.length }, 'dropped a channel message')
+        logs.write('warn', `drop:${parsed.reason}`, { reason: parsed.reason, length: message.length }, 'dropped a channel message')
         return
       }
       hub.deliver(parsed.recipients, parsed.frame)

@@ -5,10 +5,27 @@ import type { LoggerOptions } from 'pino'
 
 const CENSOR = '[REDACTED]'
 // Query parameters that may carry a token (AUTH_ALLOW_QUERY_TOKEN).
-const TOKEN_IN_QUERY = /([?&](?:access_token|token)=)[^&#]*/gi
+const TOKEN_PARAMS: ReadonlySet<string> = new Set(['access_token', 'token'])
+// Separators as the query parser sees them: `&` only (`;` is part of a value).
+const QUERY_PARAM = /([?&])([^=&#]*)=([^&#]*)/g
 
+/**
+ * The URL with token-bearing query values replaced. Names are compared after
+ * percent-decoding, as the query parser does (`access%5Ftoken` is `access_token`).
+ */
 export function redactUrl(url: string): string {
-  return url.replace(TOKEN_IN_QUERY, `$1${CENSOR}`)
+  if (!url.includes('?')) return url
+  return url.replace(QUERY_PARAM, (whole, sep: string, name: string) =>
+    TOKEN_PARAMS.has(decodeName(name)) ? `${sep}${name}=${CENSOR}` : whole,
+  )
+}
+
+function decodeName(name: string): string {
+  try {
+    return decodeURIComponent(name.replace(/\+/g, ' ')).toLowerCase()
+  } catch {
+    return name.toLowerCase()
+  }
 }
 
 export function loggerOptions(level: string): LoggerOptions {

@@ -37,8 +37,10 @@ async function main(): Promise<void> {
       },
     )
   }
-  process.once('SIGTERM', stop)
-  process.once('SIGINT', stop)
+  // `on`, not `once`: a second signal must hit the guard above, not Node's
+  // default handler, which would kill the process mid-drain.
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
 
   await app.listen({ host: config.host, port: config.port })
 }

@@ -45,6 +45,35 @@ t.test('a client that never closes its side cannot hold shutdown past the grace 
   t.ok(ms < 600, `close() took ${ms.toFixed(0)} ms, within SHUTDOWN_TIMEOUT_MS`)
 })
 
+t.test('while draining, /notify says "retry" without auth and /readyz says 503', async (t) => {
+  const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '2000', SSE_RETRY_MS: '1500' } })
+  const { port } = new URL(s.base)
+  // A half-open client keeps the drain going for the whole grace period.
+  const stuck = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true })
+  t.teardown(() => stuck.destroy())
+  stuck.resume()
+  await once(stuck, 'connect')
+  const opened = once(s.app.notifier.hub, 'open')
+  stuck.write('GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user-stuck\r\n\r\n')
+  await opened
+  const serverFin = once(stuck, 'end')
+  const closing = s.app.close()
+  await serverFin // preClose has run: the hub is draining, the server still listens
+  t.ok(s.app.notifier.hub.closing)
+  const callsBefore = s.upstream.totalCalls()
+
+  const late = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-late' })
+  await late.ended
+  t.equal(late.status, 200, 'not a 503: a plain EventSource would give up for good')
+  t.equal(late.raw(), 'retry: 1500\n\n')
+  t.equal(s.upstream.totalCalls(), callsBefore, 'no upstream call for a client that is turned away')
+
+  const ready = await fetch(`${s.base}/readyz`)
+  t.equal(ready.status, 503)
+  t.match(await ready.json(), { status: 'not ready', closing: true })
+  await closing
+})
+
 t.test('a stream authenticated while shutting down is told to retry, not registered', async (t) => {
   const s = await build(t)
   const pending = openStream(t, `${s.base}/notify`, { authorization: 'Bearer slow-300-late' })
@@ -103,6 +132,8 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     )
     const exited = once(proc, 'exit') as Promise<[number | null, string | null]>
     const started = process.hrtime.bigint()
+    proc.kill(signal)
+    // An impatient second signal (a double Ctrl-C, an orchestrator) must not cut the drain short.
     proc.kill(signal)
     const [code] = await exited
     const ms = Number(process.hrtime.bigint() - started) / 1e6

@@ -11,6 +11,12 @@ export interface NotifyDeps {
 export async function notifyRoute(app: FastifyInstance, { authenticate, hub }: NotifyDeps): Promise<void> {
   // No HEAD twin: a HEAD request must not open a stream.
   app.get('/notify', { exposeHeadRoute: false }, async (request, reply) => {
+    if (hub.closing) {
+      // Draining: no need to check credentials to say "come back later".
+      reply.hijack()
+      hub.turnAway(reply.raw, reply.getHeaders() as Record<string, string>)
+      return reply
+    }
     // Throws 401 or 503 catalog errors, answered as JSON by Fastify.
     const principal = await authenticate(request)
     reply.hijack()

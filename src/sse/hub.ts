@@ -60,18 +60,11 @@ export class Hub extends EventEmitter {
    * `headers` carries what plugins set on the reply (CORS).
    */
   open(res: ServerResponse, userId: string, headers: Record<string, string | string[] | number>, expiresAt?: number): SseStream | undefined {
-    res.writeHead(200, {
-      ...headers,
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      // nginx would otherwise buffer the stream.
-      'x-accel-buffering': 'no',
-    })
     if (this.#closing) {
-      // Shutting down: tell the client to come back (to another instance).
-      res.end(encodeRetry(this.opts.retryMs))
+      this.turnAway(res, headers)
       return undefined
     }
+    this.#writeHead(res, headers)
     const stream = new SseStream(userId, res, this.opts.maxBufferBytes, this.#onStreamClose)
     res.write(this.#hello)
     this.#router.add(userId, stream)
@@ -82,6 +75,31 @@ export class Hub extends EventEmitter {
     }
     this.emit('open', stream)
     return stream
+  }
+
+  /** True once shutdown has begun. */
+  get closing(): boolean {
+    return this.#closing
+  }
+
+  /**
+   * While shutting down: a well-formed, empty stream that tells the client when
+   * to come back (to another instance, behind a load balancer). A 503 here would
+   * make a plain EventSource stop reconnecting for good.
+   */
+  turnAway(res: ServerResponse, headers: Record<string, string | string[] | number>): void {
+    this.#writeHead(res, { ...headers, connection: 'close' })
+    res.end(encodeRetry(this.opts.retryMs))
+  }
+
+  #writeHead(res: ServerResponse, headers: Record<string, string | string[] | number>): void {
+    res.writeHead(200, {
+      ...headers,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      // nginx would otherwise buffer the stream.
+      'x-accel-buffering': 'no',
+    })
   }
 
   /** Writes one ready-made frame to every stream of each recipient. */
