@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
-import { build } from './helpers/app.js'
+import { build, type Built } from './helpers/app.js'
 import { startRedis } from './helpers/redis.js'
 import { openStream } from './helpers/sse.js'
 import { startUpstream } from './helpers/upstream.js'
@@ -25,10 +25,14 @@ t.test('close() ends every stream with a retry hint', async (t) => {
   t.equal(s.app.notifier.subscriber.up, false)
 })
 
-t.test('a client that never closes its side cannot hold shutdown past the grace period', async (t) => {
-  const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '600' } })
+/**
+ * Opens a stream from a client that keeps its side of the connection open after
+ * the server's FIN (allowHalfOpen), as a stalled peer would. Resolves once the
+ * stream is registered. `fin` resolves when the server ends its side (wrapped
+ * in an object: an async function returning a bare promise would await it).
+ */
+async function halfOpenStream(t: Test, s: Built): Promise<{ fin: Promise<unknown> }> {
   const { port } = new URL(s.base)
-  // allowHalfOpen: this client keeps its side open after the server's FIN.
   const stuck = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true })
   t.teardown(() => stuck.destroy())
   stuck.resume() // read (and discard) everything, so 'end' is emitted
@@ -36,8 +40,12 @@ t.test('a client that never closes its side cannot hold shutdown past the grace 
   const opened = once(s.app.notifier.hub, 'open')
   stuck.write('GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user-stuck\r\n\r\n')
   await opened
-  // The client sees the server's FIN; its own side stays open on purpose.
-  const serverFin = once(stuck, 'end')
+  return { fin: once(stuck, 'end') }
+}
+
+t.test('a client that never closes its side cannot hold shutdown past the grace period', async (t) => {
+  const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '600' } })
+  const { fin: serverFin } = await halfOpenStream(t, s)
   const started = process.hrtime.bigint()
   await s.app.close()
   const ms = Number(process.hrtime.bigint() - started) / 1e6
@@ -47,16 +55,8 @@ t.test('a client that never closes its side cannot hold shutdown past the grace 
 
 t.test('while draining, /notify says "retry" without auth and /readyz says 503', async (t) => {
   const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '2000', SSE_RETRY_MS: '1500' } })
-  const { port } = new URL(s.base)
   // A half-open client keeps the drain going for the whole grace period.
-  const stuck = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true })
-  t.teardown(() => stuck.destroy())
-  stuck.resume()
-  await once(stuck, 'connect')
-  const opened = once(s.app.notifier.hub, 'open')
-  stuck.write('GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user-stuck\r\n\r\n')
-  await opened
-  const serverFin = once(stuck, 'end')
+  const { fin: serverFin } = await halfOpenStream(t, s)
   const closing = s.app.close()
   await serverFin // preClose has run: the hub is draining, the server still listens
   t.ok(s.app.notifier.hub.closing)
