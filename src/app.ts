@@ -5,6 +5,7 @@ import cors from '@fastify/cors'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 import { createAuthenticator } from './auth/authenticate.js'
+import type { JwksTiming } from './auth/jwt.js'
 import { RedisSubscriber } from './broker/redis-subscriber.js'
 import type { Config } from './config.js'
 import { createIngest, type Ingest } from './ingest.js'
@@ -24,6 +25,8 @@ export interface AppDeps {
   fetch?: typeof fetch
   /** Clock, epoch milliseconds. */
   now?: () => number
+  /** JWKS fetch timeout and refetch cooldown (jwt mode with JWT_JWKS_URL). */
+  jwks?: JwksTiming
 }
 
 /** What the app exposes to the server entry and to tests. */
@@ -89,7 +92,11 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   }
   await app.register(healthRoutes, { subscribed: () => subscriber.up, closing: () => hub.closing })
   await app.register(notifyRoute, {
-    authenticate: createAuthenticator(config, logs, { ...(deps.fetch && { fetch: deps.fetch }), ...(deps.now && { now: deps.now }) }),
+    authenticate: createAuthenticator(config, logs, {
+      ...(deps.fetch && { fetch: deps.fetch }),
+      ...(deps.now && { now: deps.now }),
+      ...(deps.jwks && { jwks: deps.jwks }),
+    }),
     hub,
   })
   return app

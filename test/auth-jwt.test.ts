@@ -5,6 +5,7 @@ import { once } from 'node:events'
 import { createServer } from 'node:http'
 import { exportJWK, exportSPKI, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose'
 import t from 'tap'
+import type { AppDeps } from '../src/app.js'
 import { ConfigError, loadConfig } from '../src/config.js'
 import { build, type Built } from './helpers/app.js'
 import { hubSize } from './helpers/hub.js'
@@ -30,8 +31,8 @@ function hs256Raw(payload: string): string {
   return `${input}.${createHmac('sha256', secretKey).update(input).digest('base64url')}`
 }
 
-function jwtBuild(t: Teardown, env: Record<string, string>): Promise<Built> {
-  return build(t, { env: { AUTH_MODE: 'jwt', ...env } })
+function jwtBuild(t: Teardown, env: Record<string, string>, deps: AppDeps = {}): Promise<Built> {
+  return build(t, { env: { AUTH_MODE: 'jwt', ...env }, deps })
 }
 
 // Tests wait on stream events; a regression that leaves one waiting is reported against that test.
@@ -53,12 +54,17 @@ function errorCode(stream: TestStream): string {
 /** A real JWKS endpoint whose key set the test can change while it runs. */
 async function startJwks(t: Teardown, keys: JWK[]) {
   let current = keys
-  let answer: { status: number; body?: string } | undefined
+  let answer: { status: number; body?: string; delayMs?: number } | undefined
   let requests = 0
   const server = createServer((_req, res) => {
     requests++
-    res.writeHead(answer?.status ?? 200, { 'content-type': 'application/json' })
-    res.end(answer?.body ?? JSON.stringify({ keys: current }))
+    const reply = () => {
+      res.writeHead(answer?.status ?? 200, { 'content-type': 'application/json' })
+      res.end(answer?.body ?? JSON.stringify({ keys: current }))
+    }
+    if (answer?.delayMs === undefined) return reply()
+    const timer = setTimeout(reply, answer.delayMs)
+    res.on('close', () => clearTimeout(timer))
   })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -72,7 +78,7 @@ async function startJwks(t: Teardown, keys: JWK[]) {
       current = k
     },
     /** Answer with this status and body instead of the key set; undefined restores it. */
-    breakWith: (a: { status: number; body?: string } | undefined) => {
+    breakWith: (a: { status: number; body?: string; delayMs?: number } | undefined) => {
       answer = a
     },
     requests: () => requests,
@@ -220,21 +226,12 @@ t.test('JWKS key rotation: a token signed by a newly published key is accepted w
   const oldKey = await rsaKey('2024-old')
   const newKey = await rsaKey('2025-new')
   const jwks = await startJwks(t, [oldKey.jwk])
-  const s = await jwtBuild(t, { JWT_JWKS_URL: jwks.url })
+  // No refetch cooldown, so the rotation is seen at once (production waits up to 30 s).
+  const s = await jwtBuild(t, { JWT_JWKS_URL: jwks.url }, { jwks: { cooldownMs: 0 } })
   t.equal((await openStream(t, `${s.base}/notify`, bearer(await oldKey.sign({ sub: 'alice' })))).status, 200)
   t.equal(jwks.requests(), 1)
 
   jwks.setKeys([newKey.jwk])
-  // jose refetches the key set for an unknown `kid` only once its cooldown
-  // (30 s after the last fetch, set in src/auth/jwt.ts) has passed, and it reads
-  // Date.now() directly with no clock option. Move that clock past the cooldown
-  // instead of waiting 30 s; `exp` checks use `new Date()` and are unaffected.
-  const realNow = Date.now
-  t.teardown(() => {
-    Date.now = realNow
-  })
-  Date.now = () => realNow() + 31_000
-
   const rotated = await openStream(t, `${s.base}/notify`, bearer(await newKey.sign({ sub: 'bob' })))
   t.equal(rotated.status, 200, 'the new key is fetched and used')
   t.equal(jwks.requests(), 2)
@@ -254,6 +251,15 @@ t.test('JWKS unreachable or broken: 503 with Retry-After, and recovery', WAIT, a
     t.equal(stream.status, 503)
     t.match(stream.headers['retry-after'], /^\d+$/)
     t.equal(stream.headers['www-authenticate'], undefined)
+    t.equal(errorCode(stream), 'NOTIFY_AUTH_UNAVAILABLE')
+  })
+
+  t.test('too slow', WAIT, async (t) => {
+    const jwks = await startJwks(t, [key.jwk])
+    jwks.breakWith({ status: 200, delayMs: 2000 })
+    const s = await jwtBuild(t, { JWT_JWKS_URL: jwks.url }, { jwks: { timeoutMs: 100 } })
+    const stream = await openStream(t, `${s.base}/notify`, bearer(token))
+    t.equal(stream.status, 503)
     t.equal(errorCode(stream), 'NOTIFY_AUTH_UNAVAILABLE')
   })
 

@@ -3,13 +3,14 @@ import type { FastifyRequest } from 'fastify'
 import type { Config } from '../config.js'
 import type { LogLimiter } from '../log-limiter.js'
 import { extractToken } from './extract.js'
-import { createJwtVerifier } from './jwt.js'
+import { createJwtVerifier, type JwksTiming } from './jwt.js'
 import type { Principal, Verifier } from './principal.js'
 import { createUpstreamVerifier } from './upstream.js'
 
 export interface AuthDeps {
   fetch?: typeof fetch
   now?: () => number
+  jwks?: JwksTiming
 }
 
 export type Authenticate = (request: FastifyRequest) => Promise<Principal>
@@ -19,7 +20,7 @@ export function createAuthenticator(config: Readonly<Config>, logs: LogLimiter, 
   const verify: Verifier =
     auth.mode === 'upstream'
       ? createUpstreamVerifier({ ...auth, logs, ...(deps.fetch && { fetch: deps.fetch }), ...(deps.now && { now: deps.now }) })
-      : createJwtVerifier(auth, { logs })
+      : createJwtVerifier(auth, { logs, ...(deps.jwks && { jwks: deps.jwks }) })
   const extractOptions = { cookieName: config.cookieName, allowQueryToken: config.allowQueryToken }
 
   return async function authenticate(request: FastifyRequest): Promise<Principal> {

@@ -10,9 +10,18 @@ import type { Principal, Verifier } from './principal.js'
 
 type JwtConfig = Extract<AuthConfig, { mode: 'jwt' }>
 
+export interface JwksTiming {
+  /** Timeout of one JWKS fetch. Default 5000 ms. */
+  timeoutMs?: number
+  /**
+   * Least time between two refetches triggered by unknown key ids. Default
+   * 30000 ms: a flood of tokens naming random `kid`s cannot hammer the IdP.
+   */
+  cooldownMs?: number
+}
+
 export interface JwtOptions {
-  /** Timeout of one JWKS fetch. */
-  jwksTimeoutMs?: number
+  jwks?: JwksTiming
   logs: LogLimiter
 }
 
@@ -30,7 +39,7 @@ const TOKEN_FAULTS: ReadonlySet<string> = new Set([
 ])
 
 export function createJwtVerifier(config: JwtConfig, opts: JwtOptions): Verifier {
-  const key = resolveKey(config, opts.jwksTimeoutMs ?? 5000)
+  const key = resolveKey(config, opts.jwks ?? {})
   const verifyOptions = {
     algorithms: config.algorithms,
     ...(config.issuer !== undefined && { issuer: config.issuer }),
@@ -56,7 +65,7 @@ export function createJwtVerifier(config: JwtConfig, opts: JwtOptions): Verifier
   }
 }
 
-function resolveKey(config: JwtConfig, jwksTimeoutMs: number): Uint8Array | KeyObject | JWTVerifyGetKey {
+function resolveKey(config: JwtConfig, jwks: JwksTiming): Uint8Array | KeyObject | JWTVerifyGetKey {
   switch (config.key.kind) {
     case 'secret':
       return new TextEncoder().encode(config.key.secret)
@@ -65,7 +74,10 @@ function resolveKey(config: JwtConfig, jwksTimeoutMs: number): Uint8Array | KeyO
     case 'jwks':
       // jose caches the key set and refetches it when a token names an unknown
       // `kid` (key rotation), at most once per cooldown period.
-      return createRemoteJWKSet(new URL(config.key.url), { timeoutDuration: jwksTimeoutMs, cooldownDuration: 30_000 })
+      return createRemoteJWKSet(new URL(config.key.url), {
+        timeoutDuration: jwks.timeoutMs ?? 5000,
+        cooldownDuration: jwks.cooldownMs ?? 30_000,
+      })
   }
 }
 
