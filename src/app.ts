@@ -59,7 +59,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     retryMs: config.retryMs,
     maxBufferBytes: config.maxBufferBytes,
-    ...(deps.now && { now: deps.now }),
+    now: deps.now,
   })
   const ingest = createIngest(hub, config.maxEventBytes, logs)
   const subscriber = new RedisSubscriber({
@@ -67,7 +67,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     channel: config.channel,
     logs,
     onMessage: ingest.handle,
-    ...(deps.subscriberClient && { client: deps.subscriberClient }),
+    client: deps.subscriberClient,
   })
   subscriber.on('up', () => app.log.info({ channel: config.channel }, 'redis subscription active'))
   subscriber.on('down', () => app.log.warn('redis subscription lost; reconnecting'))
@@ -92,11 +92,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   }
   await app.register(healthRoutes, { subscribed: () => subscriber.up, closing: () => hub.closing })
   await app.register(notifyRoute, {
-    authenticate: createAuthenticator(config, logs, {
-      ...(deps.fetch && { fetch: deps.fetch }),
-      ...(deps.now && { now: deps.now }),
-      ...(deps.jwks && { jwks: deps.jwks }),
-    }),
+    authenticate: createAuthenticator(config, logs, deps),
     hub,
   })
   return app

@@ -19,8 +19,8 @@ export function createAuthenticator(config: Readonly<Config>, logs: LogLimiter, 
   const auth = config.auth
   const verify: Verifier =
     auth.mode === 'upstream'
-      ? createUpstreamVerifier({ ...auth, logs, ...(deps.fetch && { fetch: deps.fetch }), ...(deps.now && { now: deps.now }) })
-      : createJwtVerifier(auth, { logs, ...(deps.jwks && { jwks: deps.jwks }) })
+      ? createUpstreamVerifier({ ...auth, logs, fetch: deps.fetch, now: deps.now })
+      : createJwtVerifier(auth, { logs, jwks: deps.jwks })
   const extractOptions = { cookieName: config.cookieName, allowQueryToken: config.allowQueryToken }
 
   return async function authenticate(request: FastifyRequest): Promise<Principal> {

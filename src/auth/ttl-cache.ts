@@ -23,13 +23,13 @@ export class TtlCache<V> {
     return entry.value
   }
 
-  set(key: string, value: V, ttlMs = this.ttlMs): void {
-    if (ttlMs <= 0) return
+  set(key: string, value: V): void {
+    if (this.ttlMs <= 0) return
     this.#entries.delete(key)
     if (this.#entries.size >= this.maxEntries) {
       const oldest = this.#entries.keys().next()
       if (oldest.done !== true) this.#entries.delete(oldest.value)
     }
-    this.#entries.set(key, { value, expiresAt: this.now() + ttlMs })
+    this.#entries.set(key, { value, expiresAt: this.now() + this.ttlMs })
   }
 }

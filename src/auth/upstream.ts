@@ -35,12 +35,16 @@ export function createUpstreamVerifier(opts: UpstreamOptions): Verifier {
     if (cached !== undefined) return cached
     let pending = inFlight.get(key)
     if (pending === undefined) {
-      pending = ask(token).finally(() => inFlight.delete(key))
+      // The shared call fills the cache once, however many requests wait on it.
+      pending = ask(token)
+        .then((principal) => {
+          cache.set(key, principal)
+          return principal
+        })
+        .finally(() => inFlight.delete(key))
       inFlight.set(key, pending)
     }
-    const principal = await pending
-    cache.set(key, principal)
-    return principal
+    return pending
   }
 
   async function ask(token: string): Promise<Principal> {
