@@ -6,21 +6,28 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 import { createAuthenticator } from './auth/authenticate.js'
 import type { JwksTiming } from './auth/jwt.js'
-import { RedisSubscriber } from './broker/redis-subscriber.js'
+import type { Broker, LiveSink } from './broker/broker.js'
+import { MemoryBroker } from './broker/memory-broker.js'
+import { RedisBroker } from './broker/redis-broker.js'
 import type { Config } from './config.js'
 import { createIngest, type Ingest } from './ingest.js'
 import { LogLimiter } from './log-limiter.js'
 import { errors } from './errors.js'
 import { loggerOptions, redactUrl } from './logger.js'
 import { healthRoutes } from './routes/health.js'
+import { makePublisher, type Publisher } from './publish/publisher.js'
 import { notifyRoute } from './routes/notify.js'
+import { publishRoute } from './routes/publish.js'
 import { Hub } from './sse/hub.js'
+import { Resumer } from './sse/resume.js'
 
 export interface AppDeps {
   /** A pino logger to use instead of one built from config. */
   logger?: FastifyBaseLogger
   /** Redis client for the subscriber (put in subscriber mode); default: one made from REDIS_URL. */
   subscriberClient?: Redis
+  /** Redis client for history reads and publishing; default: one made from REDIS_URL. */
+  commandClient?: Redis
   /** fetch used to call the auth upstream. */
   fetch?: typeof fetch
   /** Clock, epoch milliseconds. */
@@ -33,7 +40,10 @@ export interface AppDeps {
 export interface Notifier {
   hub: Hub
   ingest: Ingest
-  subscriber: RedisSubscriber
+  broker: Broker
+  resumer: Resumer
+  /** The in-process publisher: the same validation and storage as POST /publish. */
+  publisher: Publisher
 }
 
 declare module 'fastify' {
@@ -62,24 +72,32 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     now: deps.now,
   })
   const ingest = createIngest(hub, config.maxEventBytes, logs)
-  const subscriber = new RedisSubscriber({
-    url: config.redisUrl,
-    channel: config.channel,
-    logs,
-    onMessage: ingest.handle,
-    client: deps.subscriberClient,
+  const broker = createBroker(config, ingest, logs, deps)
+  const resumer = new Resumer({ hub, broker, historySize: config.history.size, retryMs: config.retryMs, logs })
+  broker.on('up', () => {
+    app.log.info({ broker: broker.kind, channel: config.channel }, 'broker up')
+    // Whatever was published while live delivery was down is in the history.
+    resumer.catchUp()
   })
-  subscriber.on('up', () => app.log.info({ channel: config.channel }, 'redis subscription active'))
-  subscriber.on('down', () => app.log.warn('redis subscription lost; reconnecting'))
-  app.decorate('notifier', { hub, ingest, subscriber })
+  broker.on('down', () => app.log.warn({ broker: broker.kind }, 'broker connection lost; reconnecting'))
+  const publisher = makePublisher((items) => broker.publish(items), {
+    maxEvents: config.publish?.maxEvents ?? 1000,
+    maxEventBytes: config.maxEventBytes,
+  })
+  app.decorate('notifier', { hub, ingest, broker, resumer, publisher })
 
-  app.addHook('onReady', async () => subscriber.start())
+  app.addHook('onReady', async () => {
+    if (broker.kind === 'embedded') {
+      app.log.warn('REDIS_URL is unset: embedded broker, history in memory; run a single instance only')
+    }
+    broker.start()
+  })
   // Fastify's close() waits for open connections; end the streams first so
   // clients reconnect elsewhere, within half the shutdown budget.
   app.addHook('preClose', async () => {
     await hub.closeAll(Math.floor(config.shutdownTimeoutMs / 2))
   })
-  app.addHook('onClose', async () => subscriber.close())
+  app.addHook('onClose', async () => broker.close())
 
   // Fastify's default 404 logs and echoes the raw URL, which may hold a query token.
   app.setNotFoundHandler(async (request) => {
@@ -90,10 +108,30 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     // An explicit list, never '*': credentials (cookies) are allowed.
     await app.register(cors, { origin: [...config.corsOrigins], credentials: true, methods: ['GET'] })
   }
-  await app.register(healthRoutes, { subscribed: () => subscriber.up, closing: () => hub.closing })
+  await app.register(healthRoutes, { broker, closing: () => hub.closing })
   await app.register(notifyRoute, {
     authenticate: createAuthenticator(config, logs, deps),
     hub,
+    resumer,
   })
+  if (config.publish !== undefined) {
+    await app.register(publishRoute, { token: config.publish.token, maxBytes: config.publish.maxBytes, publisher })
+  }
   return app
+}
+
+function createBroker(config: Readonly<Config>, sink: LiveSink, logs: LogLimiter, deps: AppDeps): Broker {
+  const history = { historySize: config.history.size, historyTtlS: config.history.ttlS }
+  if (config.redisUrl === undefined) {
+    return new MemoryBroker({ ...history, historyMaxBytes: config.history.maxBytes, sink, now: deps.now })
+  }
+  return new RedisBroker({
+    ...history,
+    url: config.redisUrl,
+    channel: config.channel,
+    logs,
+    sink,
+    subscriberClient: deps.subscriberClient,
+    commandClient: deps.commandClient,
+  })
 }

@@ -14,12 +14,25 @@ export const EnvSchema = Type.Object({
   HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
   /** Listen port. Default 8080. */
   PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535 }),
-  /** Redis the process subscribes to (redis:// or rediss://). Required. */
-  REDIS_URL: Type.String({ pattern: '^rediss?://' }),
+  /** Redis (redis:// or rediss://) for live events and history. Unset: the embedded broker (one instance only). */
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   /** Pub/sub channel carrying events. Default `notifications`. */
   NOTIFY_CHANNEL: Type.String({ default: 'notifications', minLength: 1, maxLength: 256 }),
   /** Largest event accepted from the channel, in bytes; larger ones are dropped. Default 262144. */
   MAX_EVENT_BYTES: Type.Integer({ default: 262_144, minimum: 256 }),
+  /** Events kept per recipient for replay; 0 disables history (and event ids). Default 100. */
+  HISTORY_SIZE: Type.Integer({ default: 100, minimum: 0, maximum: 10_000 }),
+  /** Seconds a recipient's history lives after its last write. Default 86400. */
+  HISTORY_TTL_S: Type.Integer({ default: 86_400, minimum: 1, maximum: 2_147_483 }),
+  /** Embedded broker: bound on the memory all history may hold, in bytes; least recently written recipients go first. Default 67108864. */
+  HISTORY_MAX_BYTES: Type.Integer({ default: 67_108_864, minimum: 1_048_576 }),
+
+  /** Enables POST /publish; callers send `Authorization: Bearer <PUBLISH_TOKEN>`. At least 16 characters. Unset: /publish is 404. */
+  PUBLISH_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  /** Most events in one POST /publish batch. Default 1000. */
+  PUBLISH_MAX_EVENTS: Type.Integer({ default: 1000, minimum: 1, maximum: 10_000 }),
+  /** Largest POST /publish body, in bytes (413 beyond). Default 1048576. */
+  PUBLISH_MAX_BYTES: Type.Integer({ default: 1_048_576, minimum: 1024, maximum: 67_108_864 }),
 
   /** `upstream` (ask an HTTP auth server) or `jwt` (verify locally). Required. */
   AUTH_MODE: Type.Union([Type.Literal('upstream'), Type.Literal('jwt')]),
@@ -89,12 +102,30 @@ export type AuthConfig =
       userClaim: string
     }
 
+export interface HistoryConfig {
+  /** Entries per recipient; 0 = no history. */
+  size: number
+  ttlS: number
+  /** Embedded broker only. */
+  maxBytes: number
+}
+
+export interface PublishConfig {
+  token: string
+  maxEvents: number
+  maxBytes: number
+}
+
 export interface Config {
   host: string
   port: number
-  redisUrl: string
+  /** Undefined: the embedded broker. */
+  redisUrl: string | undefined
   channel: string
   maxEventBytes: number
+  history: HistoryConfig
+  /** Undefined: POST /publish is not served. */
+  publish: PublishConfig | undefined
   auth: AuthConfig
   cookieName: string
   allowQueryToken: boolean
@@ -131,6 +162,11 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     redisUrl: env.REDIS_URL,
     channel: env.NOTIFY_CHANNEL,
     maxEventBytes: env.MAX_EVENT_BYTES,
+    history: { size: env.HISTORY_SIZE, ttlS: env.HISTORY_TTL_S, maxBytes: env.HISTORY_MAX_BYTES },
+    publish:
+      env.PUBLISH_TOKEN === undefined
+        ? undefined
+        : { token: env.PUBLISH_TOKEN, maxEvents: env.PUBLISH_MAX_EVENTS, maxBytes: env.PUBLISH_MAX_BYTES },
     auth: authConfig(env),
     cookieName: env.AUTH_COOKIE_NAME,
     allowQueryToken: env.AUTH_ALLOW_QUERY_TOKEN,

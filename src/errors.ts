@@ -9,8 +9,21 @@ const TokenMalformed = createError('NOTIFY_TOKEN_MALFORMED', 'Malformed credenti
 const TokenRejected = createError('NOTIFY_TOKEN_REJECTED', 'Invalid or expired token', 401, TypeError, false)
 const NotFound = createError('NOTIFY_NOT_FOUND', 'Route %s:%s not found', 404, Error, false)
 const AuthUnavailable = createError('NOTIFY_AUTH_UNAVAILABLE', 'Authentication service unavailable, retry later', 503, Error, false)
+const PublishUnauthorized = createError('NOTIFY_PUBLISH_UNAUTHORIZED', 'Missing or wrong publish token', 401, TypeError, false)
+const PublishUnavailable = createError('NOTIFY_PUBLISH_UNAVAILABLE', 'History store unreachable, retry later', 503, Error, false)
+const InvalidEvent = createError('NOTIFY_INVALID_EVENT', '%s', 400, TypeError, false)
+const EventTooLarge = createError('NOTIFY_EVENT_TOO_LARGE', '%s', 413, RangeError, false)
 
 export type ClientError = FastifyError & { statusCode: number; headers?: Record<string, string> }
+
+/** Which event of a publish batch, and which of its fields, an error is about. */
+export interface EventErrorDetails {
+  /** Index in the batch (0 for a single event); absent when about the batch as a whole. */
+  event?: number
+  field: string
+}
+
+export type EventError = ClientError & { details: EventErrorDetails }
 
 /** Seconds a client is told to wait when authentication is unavailable. */
 export const AUTH_RETRY_AFTER_S = 5
@@ -30,8 +43,24 @@ export const errors = {
     withHeaders(new TokenRejected(), { 'www-authenticate': `${REALM}, error="invalid_token"` }),
   // Never 401 when the auth server is down: the client's token may be fine.
   authUnavailable: (): ClientError => withHeaders(new AuthUnavailable(), { 'retry-after': String(AUTH_RETRY_AFTER_S) }),
+  publishUnauthorized: (): ClientError =>
+    withHeaders(new PublishUnauthorized(), { 'www-authenticate': 'Bearer realm="publish"' }),
+  // Never 202 for what could not be stored: the publisher retries instead.
+  publishUnavailable: (): ClientError => withHeaders(new PublishUnavailable(), { 'retry-after': String(AUTH_RETRY_AFTER_S) }),
+  invalidEvent: (details: EventErrorDetails, why: string): EventError =>
+    Object.assign(new InvalidEvent(`${where(details)}: ${why}`), { details }) as EventError,
+  eventTooLarge: (details: EventErrorDetails, why: string): EventError =>
+    Object.assign(new EventTooLarge(`${where(details)}: ${why}`), { details }) as EventError,
   /** `url` must already be redacted: it is echoed to the client and logged. */
   notFound: (method: string, url: string): ClientError => new NotFound(method, url) as ClientError,
+}
+
+function where({ event, field }: EventErrorDetails): string {
+  return event === undefined ? field : `event ${event}, ${field}`
+}
+
+export function isEventError(err: unknown): err is EventError {
+  return isClientError(err) && typeof (err as EventError).details === 'object'
 }
 
 export function isClientError(err: unknown): err is ClientError {

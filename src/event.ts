@@ -1,7 +1,7 @@
-// The wire contract of the channel, pure: turn one published message into the
-// recipients and the SSE frame to write to each of them, or into a drop reason.
-// Each message is parsed, validated and framed exactly once, whatever the number
-// of recipients or connected users.
+// The wire contract of an event, pure: validate one published event object, and
+// turn one channel message into the recipients and the SSE frame to write to each
+// of them, or into a drop reason. Each message is parsed, validated and framed
+// exactly once, whatever the number of recipients or connected users.
 import { normalizeRecipient } from './recipient.js'
 import { encodeEvent } from './sse/frame.js'
 
@@ -19,48 +19,63 @@ export type DropReason =
   | 'bad_recipient'
   | 'bad_type'
   | 'reserved_type'
+  | 'bad_envelope'
 
-export type ParsedMessage =
-  | { ok: true; recipients: string[]; frame: Buffer }
-  | { ok: false; reason: DropReason }
+export type InvalidReason = Exclude<DropReason, 'too_large' | 'not_json' | 'bad_envelope'>
 
-const drop = (reason: DropReason): ParsedMessage => ({ ok: false, reason })
-
-export function parseMessage(raw: string, maxBytes: number): ParsedMessage {
-  // A string's length in UTF-16 units never exceeds its UTF-8 length: the cheap
-  // test refuses most oversized messages without scanning them.
-  if (raw.length > maxBytes || Buffer.byteLength(raw) > maxBytes) return drop('too_large')
-  let body: unknown
-  try {
-    body = JSON.parse(raw)
-  } catch {
-    return drop('not_json')
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) return drop('not_object')
-  const event = body as Record<string, unknown>
-
-  const recipients = recipientsOf(event)
-  if (recipients === undefined) return drop('bad_recipient')
-
-  const type = event.type
-  if (type !== undefined && (typeof type !== 'string' || !EVENT_TYPE.test(type))) return drop('bad_type')
-  if (type !== undefined && RESERVED_TYPES.has(type)) return drop('reserved_type')
-
-  // JSON.stringify never emits a raw line break, and neither does JSON text
-  // without one; only pretty-printed input needs re-serialising to one line.
-  const data = raw.includes('\n') || raw.includes('\r') ? JSON.stringify(event) : raw.trim()
-  const frame = Buffer.from(encodeEvent(type === undefined ? { data } : { event: type, data }))
-  return { ok: true, recipients, frame }
+/** A valid event: who it is for (normalized, distinct) and its SSE name. */
+export interface ValidEvent {
+  recipients: string[]
+  type: string | undefined
 }
 
-function recipientsOf(event: Record<string, unknown>): string[] | undefined {
+export type Validation =
+  | ({ ok: true } & ValidEvent)
+  | { ok: false; reason: InvalidReason; field: 'recipient_id' | 'recipient_ids' | 'type' | 'event'; message: string }
+
+/** Checks one event object against the contract; the message says what is wrong, for a 400. */
+export function validateEvent(body: unknown): Validation {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    return { ok: false, reason: 'not_object', field: 'event', message: 'an event must be a JSON object' }
+  }
+  const event = body as Record<string, unknown>
   const one = event.recipient_id
   const many = event.recipient_ids
-  if (one !== undefined && many !== undefined) return undefined
+  let recipients: string[] | undefined
+  if (one !== undefined && many !== undefined) {
+    return { ok: false, reason: 'bad_recipient', field: 'recipient_ids', message: 'give recipient_id or recipient_ids, not both' }
+  }
   if (one !== undefined) {
     const id = normalizeRecipient(one)
-    return id === undefined ? undefined : [id]
+    if (id === undefined) {
+      return { ok: false, reason: 'bad_recipient', field: 'recipient_id', message: 'must be a string of 1 to 256 characters or a safe integer' }
+    }
+    recipients = [id]
+  } else {
+    recipients = distinctRecipients(many)
+    if (recipients === undefined) {
+      return {
+        ok: false,
+        reason: 'bad_recipient',
+        field: many === undefined ? 'recipient_id' : 'recipient_ids',
+        message:
+          many === undefined
+            ? 'recipient_id or recipient_ids is required'
+            : `must be an array of 1 to ${MAX_RECIPIENTS} user ids (strings of 1 to 256 characters or safe integers)`,
+      }
+    }
   }
+  const type = event.type
+  if (type !== undefined && (typeof type !== 'string' || !EVENT_TYPE.test(type))) {
+    return { ok: false, reason: 'bad_type', field: 'type', message: 'must match ^[A-Za-z0-9_.:-]{1,64}$' }
+  }
+  if (type !== undefined && RESERVED_TYPES.has(type)) {
+    return { ok: false, reason: 'reserved_type', field: 'type', message: `"${type}" is reserved for the service` }
+  }
+  return { ok: true, recipients, type }
+}
+
+function distinctRecipients(many: unknown): string[] | undefined {
   if (!Array.isArray(many) || many.length === 0 || many.length > MAX_RECIPIENTS) return undefined
   const ids = new Set<string>()
   for (const value of many) {
@@ -69,4 +84,33 @@ function recipientsOf(event: Record<string, unknown>): string[] | undefined {
     ids.add(id)
   }
   return [...ids]
+}
+
+export type ParsedMessage =
+  | { ok: true; recipients: string[]; frame: Buffer }
+  | { ok: false; reason: DropReason }
+
+/** Message size check shared by every way in: cheap test first, exact one second. */
+export function tooLarge(raw: string, maxBytes: number): boolean {
+  // A string's length in UTF-16 units never exceeds its UTF-8 length: the cheap
+  // test refuses most oversized messages without scanning them.
+  return raw.length > maxBytes || Buffer.byteLength(raw) > maxBytes
+}
+
+/** A plain event as published on the channel: delivered live, without id or history. */
+export function parseMessage(raw: string, maxBytes: number): ParsedMessage {
+  if (tooLarge(raw, maxBytes)) return { ok: false, reason: 'too_large' }
+  let body: unknown
+  try {
+    body = JSON.parse(raw)
+  } catch {
+    return { ok: false, reason: 'not_json' }
+  }
+  const valid = validateEvent(body)
+  if (!valid.ok) return { ok: false, reason: valid.reason }
+  // JSON.stringify never emits a raw line break, and neither does JSON text
+  // without one; only pretty-printed input needs re-serialising to one line.
+  const data = raw.includes('\n') || raw.includes('\r') ? JSON.stringify(body) : raw.trim()
+  const frame = Buffer.from(encodeEvent(valid.type === undefined ? { data } : { event: valid.type, data }))
+  return { ok: true, recipients: valid.recipients, frame }
 }

@@ -1,7 +1,10 @@
-// Channel messages in, deliveries out: parse once, frame once, route. Bad input
-// is counted and logged (rate-limited) and never reaches a client.
+// Live events in, deliveries out: parse once, frame once, route. Bad input is
+// counted and logged (rate-limited) and never reaches a client.
+import type { LiveSink } from './broker/broker.js'
 import type { DropReason } from './event.js'
-import { parseMessage } from './event.js'
+import { parseMessage, tooLarge } from './event.js'
+import type { Position } from './history/event-id.js'
+import { isEnvelope, parseEnvelope } from './history/envelope.js'
 import type { LogLimiter } from './log-limiter.js'
 import type { Hub } from './sse/hub.js'
 
@@ -10,28 +13,46 @@ export interface IngestStats {
   dropped: Record<DropReason, number>
 }
 
-export interface Ingest {
+export interface Ingest extends LiveSink {
   readonly stats: IngestStats
+  /** A raw channel message: a plain event, or one stored by redis/publish.lua. */
   handle(message: string): void
 }
 
 export function createIngest(hub: Hub, maxEventBytes: number, logs: LogLimiter): Ingest {
   const stats: IngestStats = {
     received: 0,
-    dropped: { too_large: 0, not_json: 0, not_object: 0, bad_recipient: 0, bad_type: 0, reserved_type: 0 },
+    dropped: { too_large: 0, not_json: 0, not_object: 0, bad_recipient: 0, bad_type: 0, reserved_type: 0, bad_envelope: 0 },
+  }
+  const drop = (reason: DropReason, length: number): void => {
+    stats.dropped[reason]++
+    // The message itself is not logged: it may be large or carry personal data.
+    logs.write('warn', `drop:${reason}`, { reason, length }, 'dropped a channel message')
+  }
+  const stored = (recipient: string, position: Position | undefined, frame: Buffer): void => {
+    if (position === undefined) hub.deliver([recipient], frame)
+    else hub.deliverStored(recipient, { position, frame })
+  }
+  const handle = (message: string): void => {
+    stats.received++
+    if (isEnvelope(message)) {
+      // The script's envelope adds a few dozen bytes to the event; the bound is on the whole.
+      if (tooLarge(message, maxEventBytes + 1024)) return drop('too_large', message.length)
+      const parsed = parseEnvelope(message)
+      if (!parsed.ok) return drop(parsed.reason, message.length)
+      return stored(parsed.recipient, parsed.position, parsed.frame)
+    }
+    const parsed = parseMessage(message, maxEventBytes)
+    if (!parsed.ok) return drop(parsed.reason, message.length)
+    hub.deliver(parsed.recipients, parsed.frame)
   }
   return {
     stats,
-    handle(message: string): void {
+    handle,
+    message: handle,
+    stored: (recipient, position, frame) => {
       stats.received++
-      const parsed = parseMessage(message, maxEventBytes)
-      if (!parsed.ok) {
-        stats.dropped[parsed.reason]++
-        // The message itself is not logged: it may be large or carry personal data.
-        logs.write('warn', `drop:${parsed.reason}`, { reason: parsed.reason, length: message.length }, 'dropped a channel message')
-        return
-      }
-      hub.deliver(parsed.recipients, parsed.frame)
+      stored(recipient, position, frame)
     },
   }
 }

@@ -9,7 +9,7 @@ t.test('/healthz and /readyz when all is well', async (t) => {
   t.same(health.json(), { status: 'ok' })
   const ready = await s.app.inject('/readyz')
   t.equal(ready.statusCode, 200)
-  t.same(ready.json(), { status: 'ready', redis: 'up', closing: false })
+  t.same(ready.json(), { status: 'ready', broker: 'redis', redis: 'up', closing: false })
 })
 
 t.test('unknown routes get a JSON 404 from the error catalog', async (t) => {

@@ -12,7 +12,7 @@ const NEEDS_OWN_REDIS = process.env.TEST_REDIS_URL ? 'TEST_REDIS_URL is set: can
 t.test('redis restarted under open streams', { skip: NEEDS_OWN_REDIS }, async (t) => {
   const redis = await startRedis(t)
   const s = await build(t, { redis, env: { HEARTBEAT_INTERVAL_MS: '50' } })
-  const sub = s.app.notifier.subscriber
+  const sub = s.app.notifier.broker
   const streams = await Promise.all(
     ['a', 'b', 'c'].map((u) => openStream(t, `${s.base}/notify`, { authorization: `Bearer user-${u}` })),
   )
@@ -47,7 +47,7 @@ t.test('the subscriber connection killed by the server is re-established', async
   const s = await build(t)
   const stream = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-1' })
   const admin = s.redis.client()
-  const sub = s.app.notifier.subscriber
+  const sub = s.app.notifier.broker
   const cycle = new Promise<void>((resolve) => sub.once('down', () => sub.once('up', resolve)))
   t.equal(await admin.client('KILL', 'TYPE', 'pubsub'), 1, 'exactly one subscriber connection in this process')
   await cycle
@@ -61,7 +61,7 @@ t.test('started while redis is down: not ready, then ready when it appears', { s
   const s = await build(t, { redis, waitForRedis: false })
   t.equal((await s.app.inject('/readyz')).statusCode, 503)
   t.equal((await s.app.inject('/healthz')).statusCode, 200)
-  const up = once(s.app.notifier.subscriber, 'up')
+  const up = once(s.app.notifier.broker, 'up')
   await redis.start()
   await up
   t.equal((await s.app.inject('/readyz')).statusCode, 200)

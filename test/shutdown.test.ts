@@ -22,7 +22,7 @@ t.test('close() ends every stream with a retry hint', async (t) => {
   for (const st of streams) t.match(st.raw(), /retry: 2500\n\n$/, 'last frame is the retry hint')
   t.equal(s.app.notifier.hub.size, 0)
   t.equal(s.app.notifier.hub.stats.closed.shutdown, 50)
-  t.equal(s.app.notifier.subscriber.up, false)
+  t.equal(s.app.notifier.broker.up, false)
 })
 
 /**
@@ -108,7 +108,7 @@ async function startServer(t: Test, env: Record<string, string>): Promise<{ proc
   })
   // Ready means subscribed; the server logs it.
   await new Promise<void>((resolve) => {
-    const check = () => (out.includes('redis subscription active') ? resolve() : proc.stdout?.once('data', check))
+    const check = () => (out.includes('"msg":"broker up"') ? resolve() : proc.stdout?.once('data', check))
     check()
   })
   return { proc, base, out: () => out }

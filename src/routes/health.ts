@@ -1,9 +1,10 @@
 // Liveness and readiness probes.
 import type { FastifyInstance } from 'fastify'
+import type { Broker } from '../broker/broker.js'
 
 export interface HealthDeps {
-  /** True while the Redis subscription is active. */
-  subscribed: () => boolean
+  /** Up while live delivery and history both work. */
+  broker: Pick<Broker, 'up' | 'kind'>
   /** True once shutdown has begun: the load balancer should drain us. */
   closing: () => boolean
 }
@@ -14,8 +15,13 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
   app.get('/healthz', async () => ({ status: 'ok' }))
 
   app.get('/readyz', async (_request, reply) => {
-    const redis = deps.subscribed() ? 'up' : 'down'
-    const ready = redis === 'up' && !deps.closing()
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', redis, closing: deps.closing() })
+    const { up, kind } = deps.broker
+    const ready = up && !deps.closing()
+    return reply.code(ready ? 200 : 503).send({
+      status: ready ? 'ready' : 'not ready',
+      broker: kind,
+      ...(kind === 'redis' && { redis: up ? 'up' : 'down' }),
+      closing: deps.closing(),
+    })
   })
 }

@@ -3,10 +3,11 @@
 import { EventEmitter } from 'node:events'
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Framed } from '../history/replay.js'
 import { Deadlines } from './deadlines.js'
 import { encodeComment, encodeEvent, encodeRetry } from './frame.js'
 import { Router } from './router.js'
-import { type CloseReason, SseStream } from './stream.js'
+import { type CloseReason, type Headers, SseStream } from './stream.js'
 
 export interface HubOptions {
   heartbeatIntervalMs: number
@@ -26,7 +27,7 @@ const AUTH_EXPIRED = encodeEvent({ event: 'auth-expired', data: '{}' })
 
 /** Emits 'open' (stream) and 'close' (stream, reason); used by tests and logs. */
 export class Hub extends EventEmitter {
-  readonly stats: HubStats = { opened: 0, closed: { client: 0, slow: 0, expired: 0, shutdown: 0 }, deliveries: 0 }
+  readonly stats: HubStats = { opened: 0, closed: { client: 0, slow: 0, expired: 0, shutdown: 0, unavailable: 0 }, deliveries: 0 }
   readonly #router = new Router<SseStream>()
   readonly #expiries: Deadlines<SseStream>
   readonly #heartbeat: NodeJS.Timeout
@@ -55,18 +56,17 @@ export class Hub extends EventEmitter {
   }
 
   /**
-   * Sends the response head and first bytes, then registers the stream, in one
-   * tick: an event published once the client has seen the head is delivered.
-   * `headers` carries what plugins set on the reply (CORS).
+   * Registers a held stream: live events for it are queued from now on, and
+   * nothing is written until it is positioned (resume.ts), so an event published
+   * once the client has seen the head is always delivered. `headers` carries
+   * what plugins set on the reply (CORS).
    */
-  open(res: ServerResponse, userId: string, headers: Record<string, string | string[] | number>, expiresAt?: number): SseStream | undefined {
+  open(res: ServerResponse, userId: string, headers: Headers, expiresAt?: number): SseStream | undefined {
     if (this.#closing) {
       this.turnAway(res, headers)
       return undefined
     }
-    this.#writeHead(res, headers)
-    const stream = new SseStream(userId, res, this.opts.maxBufferBytes, this.#onStreamClose)
-    res.write(this.#hello)
+    const stream = new SseStream(userId, res, headers, this.opts.maxBufferBytes, this.#open, this.#onStreamClose)
     this.#router.add(userId, stream)
     this.stats.opened++
     if (expiresAt !== undefined) {
@@ -87,12 +87,17 @@ export class Hub extends EventEmitter {
    * to come back (to another instance, behind a load balancer). A 503 here would
    * make a plain EventSource stop reconnecting for good.
    */
-  turnAway(res: ServerResponse, headers: Record<string, string | string[] | number>): void {
+  turnAway(res: ServerResponse, headers: Headers): void {
     this.#writeHead(res, { ...headers, connection: 'close' })
     res.end(encodeRetry(this.opts.retryMs))
   }
 
-  #writeHead(res: ServerResponse, headers: Record<string, string | string[] | number>): void {
+  #open = (res: ServerResponse, headers: Headers): void => {
+    this.#writeHead(res, headers)
+    res.write(this.#hello)
+  }
+
+  #writeHead(res: ServerResponse, headers: Headers): void {
     res.writeHead(200, {
       ...headers,
       'content-type': 'text/event-stream; charset=utf-8',
@@ -100,6 +105,24 @@ export class Hub extends EventEmitter {
       // nginx would otherwise buffer the stream.
       'x-accel-buffering': 'no',
     })
+  }
+
+  /** Writes a stored event to every stream of its recipient that does not have it yet. */
+  deliverStored(recipient: string, event: Framed): number {
+    const streams = this.#router.streamsOf(recipient)
+    if (streams === undefined) return 0
+    let n = 0
+    for (const stream of streams) {
+      stream.sendStored(event)
+      n++
+    }
+    this.stats.deliveries += n
+    return n
+  }
+
+  /** Every open stream (to catch up after an outage). */
+  streams(): IterableIterator<SseStream> {
+    return this.#router.all()
   }
 
   /** Writes one ready-made frame to every stream of each recipient. */
@@ -151,7 +174,8 @@ export class Hub extends EventEmitter {
   }
 
   #beat = (): void => {
-    for (const stream of this.#router.all()) stream.send(HEARTBEAT)
+    // A held stream has not sent its head yet, or is catching up: nothing to keep alive.
+    for (const stream of this.#router.all()) if (!stream.held) stream.send(HEARTBEAT)
   }
 
   #onStreamClose = (stream: SseStream, reason: CloseReason): void => {

@@ -1,22 +1,43 @@
 // One open event stream: writes frames straight to the response, honours
-// backpressure and closes itself when the client cannot keep up.
+// backpressure and closes itself when the client cannot keep up. A stream is
+// born "held": nothing is written, live events are queued, until its place in
+// the recipient's history is known (see resume.ts); then the head goes out,
+// then what it missed, then what was queued, deduplicated by event id.
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import { isAfter, type Position, START } from '../history/event-id.js'
+import type { Framed, Outcome } from '../history/replay.js'
 import type { Scheduled } from './deadlines.js'
+import { encodeEvent } from './frame.js'
 
-export type CloseReason = 'client' | 'slow' | 'expired' | 'shutdown'
+export type CloseReason = 'client' | 'slow' | 'expired' | 'shutdown' | 'unavailable'
+
+export type Headers = Record<string, string | string[] | number>
+
+/** Writes a stream's response head and first bytes; one per hub, shared by its streams. */
+export type Opener = (res: ServerResponse, headers: Headers) => void
+
+const RESYNC = Buffer.from(encodeEvent({ event: 'resync', data: '{}' }))
 
 export class SseStream implements Scheduled {
   deadline = Infinity
   heapIndex = -1
   closed = false
+  /** The newest stored event this stream has, or where it joined the history. */
+  position: Readonly<Position> = START
+  #headers: Headers | null
+  #pending: (Buffer | Framed)[] | null = []
+  #pendingBytes = 0
 
   constructor(
     readonly userId: string,
     private readonly res: ServerResponse,
+    headers: Headers,
     private readonly maxBufferBytes: number,
+    private readonly opener: Opener,
     private readonly onClose: (stream: SseStream, reason: CloseReason) => void,
   ) {
+    this.#headers = headers
     res.once('close', this.#onResClose)
   }
 
@@ -24,22 +45,90 @@ export class SseStream implements Scheduled {
     return this.res.socket
   }
 
+  /** True while live events are queued rather than written. */
+  get held(): boolean {
+    return this.#pending !== null
+  }
+
   /**
-   * Writes one whole frame. A false return from write() means the socket is
-   * behind; what is queued is bounded: past maxBufferBytes the stream is
-   * destroyed rather than buffered without limit.
+   * Writes one whole frame that carries no id (a plain event, a heartbeat). A
+   * false return from write() means the socket is behind; what is queued is
+   * bounded: past maxBufferBytes the stream is destroyed rather than buffered
+   * without limit.
    */
   send(frame: Buffer | string): void {
     if (this.closed) return
-    this.res.write(frame)
-    if (this.res.writableLength > this.maxBufferBytes) this.#close('slow', true)
+    if (this.#pending !== null) this.#queue(frame as Buffer, frame.length)
+    else this.#write(frame)
+  }
+
+  /** Writes a stored event unless this stream already has it. */
+  sendStored(event: Framed): void {
+    if (this.closed) return
+    if (this.#pending !== null) this.#queue(event, event.frame.length)
+    else this.#writeStored(event)
+  }
+
+  /** Queues live events from now on (while the history is read again). */
+  hold(): void {
+    if (this.#pending === null) this.#pending = []
+  }
+
+  /** Writes the head (the first time), then what a history read decided. Still held. */
+  apply(outcome: Outcome): void {
+    if (this.closed) return
+    this.#open()
+    if (outcome.resync) {
+      this.#write(RESYNC)
+      this.position = outcome.position
+      return
+    }
+    for (const event of outcome.replay) this.#writeStored(event)
+    if (isAfter(outcome.position, this.position)) this.position = outcome.position
+  }
+
+  /** Writes what was queued, in order, and goes live. */
+  release(): void {
+    const pending = this.#pending
+    if (pending === null) return
+    this.#pending = null
+    this.#pendingBytes = 0
+    for (const item of pending) {
+      if (this.closed) return
+      if (Buffer.isBuffer(item)) this.#write(item)
+      else this.#writeStored(item)
+    }
   }
 
   /** Sends a last frame (if any) and ends the response and the connection. */
   end(reason: Exclude<CloseReason, 'client' | 'slow'>, last?: string): void {
     if (this.closed) return
+    this.#open()
     if (last !== undefined) this.res.write(last)
     this.#close(reason, false)
+  }
+
+  #open(): void {
+    if (this.#headers === null) return
+    this.opener(this.res, this.#headers)
+    this.#headers = null
+  }
+
+  #writeStored(event: Framed): void {
+    if (!isAfter(event.position, this.position)) return
+    this.position = event.position
+    this.#write(event.frame)
+  }
+
+  #write(frame: Buffer | string): void {
+    this.res.write(frame)
+    if (this.res.writableLength > this.maxBufferBytes) this.#close('slow', true)
+  }
+
+  #queue(item: Buffer | Framed, bytes: number): void {
+    this.#pendingBytes += bytes
+    if (this.#pendingBytes > this.maxBufferBytes) this.#close('slow', true)
+    else this.#pending?.push(item)
   }
 
   #onResClose = (): void => {
@@ -49,6 +138,7 @@ export class SseStream implements Scheduled {
   #close(reason: CloseReason, destroy: boolean): void {
     if (this.closed) return
     this.closed = true
+    this.#pending = null
     if (destroy) {
       // Drop what is queued: the peer is gone or cannot keep up.
       this.res.destroy()

@@ -7,6 +7,7 @@ import { pino } from 'pino'
 import { type AppDeps, buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 import { loggerOptions } from '../../src/logger.js'
+import type { NotifyEvent, Published } from '../../src/publish/publisher.js'
 import { startRedis, type TestRedis } from './redis.js'
 import { startUpstream, type TestUpstream } from './upstream.js'
 
@@ -18,29 +19,36 @@ export interface Built {
   app: FastifyInstance
   /** http://127.0.0.1:<port> */
   base: string
+  /** The Redis server (redis broker only; throws in embedded mode). */
   redis: TestRedis
+  broker: 'redis' | 'embedded'
   upstream: TestUpstream
   /** Every log line the app wrote, parsed. */
   logs: Record<string, unknown>[]
   /** Raw log output, to check that secrets never appear. */
   rawLogs(): string
-  /** PUBLISH on the app's channel; objects are JSON-encoded. */
+  /** PUBLISH on the app's channel; objects are JSON-encoded (redis broker only). */
   publish(event: unknown): Promise<number>
+  /** Store and publish through the app's own publisher (the script, or the embedded broker). */
+  store(events: NotifyEvent | NotifyEvent[]): Promise<Published[]>
 }
 
 export interface BuildOptions {
   env?: Record<string, string>
   deps?: AppDeps
   redis?: TestRedis
+  /** Default 'redis': a real redis-server. 'embedded': REDIS_URL unset. */
+  broker?: 'redis' | 'embedded'
   /** Wait for the Redis subscription before returning (default true). */
   waitForRedis?: boolean
 }
 
 export async function build(t: Teardown, opts: BuildOptions = {}): Promise<Built> {
-  const redis = opts.redis ?? (await startRedis(t))
+  const embedded = opts.broker === 'embedded'
+  const redis = embedded ? undefined : (opts.redis ?? (await startRedis(t)))
   const upstream = await startUpstream(t)
   const config = loadConfig({
-    REDIS_URL: redis.url,
+    ...(redis && { REDIS_URL: redis.url }),
     AUTH_MODE: 'upstream',
     AUTH_UPSTREAM_URL: upstream.url,
     HOST: '127.0.0.1',
@@ -60,18 +68,26 @@ export async function build(t: Teardown, opts: BuildOptions = {}): Promise<Built
   const logger = pino(loggerOptions(config.logLevel), sink)
   const app = await buildApp(config, { logger, ...opts.deps })
   t.teardown(() => app.close())
-  const up = once(app.notifier.subscriber, 'up')
+  const up = once(app.notifier.broker, 'up')
   await app.listen({ host: config.host, port: config.port })
   if (opts.waitForRedis !== false) await up
   const { port } = app.server.address() as { port: number }
-  const publisher = redis.client()
+  const publisher = redis?.client()
   return {
     app,
     base: `http://127.0.0.1:${port}`,
-    redis,
+    get redis(): TestRedis {
+      if (redis === undefined) throw new Error('no redis-server: this app runs the embedded broker')
+      return redis
+    },
+    broker: embedded ? 'embedded' : 'redis',
     upstream,
     logs,
     rawLogs: () => raw,
-    publish: (event) => publisher.publish(config.channel, typeof event === 'string' ? event : JSON.stringify(event)),
+    publish: (event) => {
+      if (publisher === undefined) throw new Error('no channel: this app runs the embedded broker')
+      return publisher.publish(config.channel, typeof event === 'string' ? event : JSON.stringify(event))
+    },
+    store: (events) => app.notifier.publisher.publish(events),
   }
 }

@@ -1,0 +1,41 @@
+// Publishing, whatever the broker: validate the whole batch, then hand the items
+// over in one call. Used by POST /publish, by the in-process publisher of the
+// embedded broker, and (through a Redis script runner) by createPublisher.
+import type { PublishItem } from '../broker/broker.js'
+import { type BatchLimits, prepareBatch } from './batch.js'
+
+/** An event as publishers write it; every other field is payload. */
+export type NotifyEvent = (
+  | { recipient_id: string | number; recipient_ids?: never }
+  | { recipient_ids: (string | number)[]; recipient_id?: never }
+) & { type?: string; [field: string]: unknown }
+
+/** The id given to one (event, recipient): what the browser gets as the SSE `id:`. */
+export interface Published {
+  /** Index of the event in the batch (0 for a single event). */
+  event: number
+  recipient_id: string
+  /** Null when history is off (HISTORY_SIZE=0): delivered live, without id. */
+  id: string | null
+}
+
+export interface Publisher {
+  /**
+   * Publishes one event or a batch. Throws a NOTIFY_INVALID_EVENT or
+   * NOTIFY_EVENT_TOO_LARGE error (with `details.event` and `details.field`)
+   * before anything is published if any event is invalid.
+   */
+  publish(events: NotifyEvent | NotifyEvent[]): Promise<Published[]>
+}
+
+export const DEFAULT_LIMITS: BatchLimits = { maxEvents: 1000, maxEventBytes: 262_144 }
+
+export function makePublisher(send: (items: readonly PublishItem[]) => Promise<(string | null)[]>, limits: BatchLimits): Publisher {
+  return {
+    async publish(events) {
+      const { items, owners } = prepareBatch(events, limits)
+      const ids = await send(items)
+      return owners.map((o, i) => ({ event: o.event, recipient_id: o.recipient, id: ids[i] ?? null }))
+    },
+  }
+}

@@ -1,0 +1,56 @@
+// POST /publish: events from backends that would rather speak HTTP than Redis.
+// Served only when PUBLISH_TOKEN is set. The token is checked before the body is
+// read; the whole batch is validated before anything is published; 202 means
+// stored (when history is on) and published.
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import { errors, isEventError } from '../errors.js'
+import type { Publisher } from '../publish/publisher.js'
+
+export interface PublishRouteDeps {
+  token: string
+  maxBytes: number
+  publisher: Publisher
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
+
+export async function publishRoute(app: FastifyInstance, deps: PublishRouteDeps): Promise<void> {
+  // Digests have one length whatever the input, so the comparison takes the same
+  // time for every wrong token and does not reveal the real one's length.
+  const expected = digest(`Bearer ${deps.token}`)
+  const authorized = (header: string | undefined): boolean =>
+    header !== undefined && timingSafeEqual(digest(header.trim()), expected)
+
+  app.post(
+    '/publish',
+    {
+      bodyLimit: deps.maxBytes,
+      onRequest: async (request) => {
+        if (!authorized(request.headers.authorization)) throw errors.publishUnauthorized()
+      },
+    },
+    async (request, reply) => {
+      let published
+      try {
+        published = await deps.publisher.publish(request.body as never)
+      } catch (err) {
+        if (isEventError(err)) return sendEventError(reply, err)
+        request.log.warn({ err: { message: (err as Error).message } }, 'publish failed: history store unreachable')
+        throw errors.publishUnavailable()
+      }
+      return reply.code(202).send({ published })
+    },
+  )
+}
+
+// The catalog error plus which event and field: Fastify's own error body has no room for them.
+function sendEventError(reply: FastifyReply, err: import('../errors.js').EventError): FastifyReply {
+  return reply.code(err.statusCode).send({
+    statusCode: err.statusCode,
+    code: err.code,
+    error: err.statusCode === 413 ? 'Payload Too Large' : 'Bad Request',
+    message: err.message,
+    ...err.details,
+  })
+}

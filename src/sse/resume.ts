@@ -1,0 +1,107 @@
+// Puts each stream in its place in its recipient's history: on connect (from
+// Last-Event-ID, or at the newest event for a fresh stream) and, after the
+// broker was down, for every open stream from the last event it has. While a
+// stream is being positioned its live events are queued (stream.ts), so the
+// switch from history to live has no gap and no duplicate.
+import type { Broker } from '../broker/broker.js'
+import { type Position, parseEventId, recipientTag, START } from '../history/event-id.js'
+import { decide, type Outcome } from '../history/replay.js'
+import type { LogLimiter } from '../log-limiter.js'
+import { encodeRetry } from './frame.js'
+import type { Hub } from './hub.js'
+import type { SseStream } from './stream.js'
+
+export type ResyncReason = 'malformed' | 'foreign' | 'gone'
+
+export interface ResumeStats {
+  /** Stored events written from history (replay on connect and catch-up). */
+  replayed: number
+  resyncs: Record<ResyncReason, number>
+  /** Catch-up rounds started (one per broker recovery). */
+  catchUps: number
+  /** Streams sent away with `retry:` because the history could not be read. */
+  unavailable: number
+}
+
+export interface ResumeOptions {
+  hub: Hub
+  broker: Broker
+  /** HISTORY_SIZE; 0 means no history: every stream starts live. */
+  historySize: number
+  retryMs: number
+  logs: LogLimiter
+}
+
+const LIVE: Outcome = { resync: false, position: START, replay: [] }
+
+export class Resumer {
+  readonly stats: ResumeStats = { replayed: 0, resyncs: { malformed: 0, foreign: 0, gone: 0 }, catchUps: 0, unavailable: 0 }
+  readonly #retry: string
+  // Bumped on every broker recovery. A read issued before the latest recovery
+  // may miss events published while live delivery was down, so it is redone.
+  #epoch = 0
+
+  constructor(private readonly opts: ResumeOptions) {
+    this.#retry = encodeRetry(opts.retryMs)
+  }
+
+  /** Positions a new (held) stream and lets it go live. */
+  join(stream: SseStream, lastEventId: string | undefined): void {
+    if (this.opts.historySize === 0) {
+      // No history: an id cannot be honoured, and the client must be told.
+      stream.apply(lastEventId === undefined ? LIVE : this.#resync('gone', START))
+      stream.release()
+      return
+    }
+    if (lastEventId === undefined) {
+      void this.#sync(stream, undefined)
+      return
+    }
+    const id = parseEventId(lastEventId)
+    if (!id.ok) void this.#sync(stream, undefined, 'malformed')
+    else if (id.tag !== recipientTag(stream.userId)) void this.#sync(stream, undefined, 'foreign')
+    else void this.#sync(stream, id.position)
+  }
+
+  /** After an outage: every stream not already being positioned reads from where it is. */
+  catchUp(): void {
+    if (this.opts.historySize === 0) return
+    this.#epoch++
+    this.stats.catchUps++
+    for (const stream of this.opts.hub.streams()) {
+      // A held stream has a read in flight; it sees the new epoch and reads again.
+      if (stream.held) continue
+      stream.hold()
+      void this.#sync(stream, stream.position)
+    }
+  }
+
+  async #sync(stream: SseStream, from: Position | undefined, forced?: ResyncReason): Promise<void> {
+    try {
+      for (;;) {
+        const epoch = this.#epoch
+        const read = await this.opts.broker.read({ recipient: stream.userId, from })
+        if (stream.closed) return
+        const decided = decide(from, read, this.opts.historySize)
+        const outcome = forced !== undefined ? this.#resync(forced, decided.position) : decided.resync ? this.#resync('gone', decided.position) : decided
+        forced = undefined
+        stream.apply(outcome)
+        this.stats.replayed += outcome.replay.length
+        if (epoch === this.#epoch || stream.closed) break
+        from = stream.position
+      }
+      stream.release()
+    } catch (err) {
+      // The history cannot be read (Redis unreachable): send the client away to
+      // come back shortly; EventSource keeps its Last-Event-ID, so nothing is lost.
+      this.stats.unavailable++
+      this.opts.logs.write('warn', 'history-read', { err: { message: (err as Error).message } }, 'history read failed; stream told to reconnect')
+      stream.end('unavailable', this.#retry)
+    }
+  }
+
+  #resync(reason: ResyncReason, position: Position): Outcome {
+    this.stats.resyncs[reason]++
+    return { resync: true, position, replay: [] }
+  }
+}
