@@ -23,6 +23,8 @@ COPY package.json package-lock.json ./
 # Production dependencies only; drop npm's cache so it does not bloat the layer.
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# The publish script: read at start-up, and the file other languages call.
+COPY redis ./redis
 # Files stay owned by root and read-only to the process; it runs as the
 # unprivileged `node` user (uid 1000) that the official image provides.
 USER node

@@ -61,6 +61,7 @@ step "clean directory with production dependencies only: $WORK/app"
 mkdir "$WORK/app"
 cp "$ROOT/package.json" "$ROOT/package-lock.json" "$WORK/app/"
 cp -R "$ROOT/dist" "$WORK/app/dist"
+cp -R "$ROOT/redis" "$WORK/app/redis"
 (cd "$WORK/app" && NODE_ENV=production npm ci --omit=dev --no-audit --no-fund)
 
 step "redis-server and the demo auth upstream"
@@ -79,6 +80,7 @@ BASE=http://127.0.0.1:$PORT
 cd "$WORK/app"
 NODE_ENV=production HOST=127.0.0.1 PORT=$PORT \
   REDIS_URL=redis://127.0.0.1:$RPORT AUTH_MODE=upstream AUTH_UPSTREAM_URL=http://127.0.0.1:$APORT/me \
+  PUBLISH_TOKEN=ci-publish-token-0123456789 \
   node dist/server.js >"$WORK/service.log" 2>&1 &
 SVC=$!
 pids+=("$SVC")
@@ -113,6 +115,14 @@ receivers=$(redis-cli -p "$RPORT" PUBLISH notifications '{"recipient_id":"42","t
 [[ $receivers == 1 ]] || fail "PUBLISH reached $receivers subscribers, expected 1"
 wait_for 5 "event delivered" grep -q '^event: ci.check' "$WORK/stream.txt"
 grep -q '^data: .*"recipient_id":"42"' "$WORK/stream.txt" || fail "data line missing"
+
+step "POST /publish: stored with an id (the Lua script from redis/), delivered"
+answer=$(curl -s --max-time 5 -X POST "$BASE/publish" -H 'Authorization: Bearer ci-publish-token-0123456789' \
+  -H 'content-type: application/json' -d '{"recipient_id":42,"type":"ci.stored"}')
+echo "$answer"
+[[ $answer == *'"id":"'* ]] || fail "POST /publish: no id in $answer"
+wait_for 5 "stored event delivered" grep -q '^event: ci.stored' "$WORK/stream.txt"
+grep -q '^id: [0-9]*-[0-9]*\.[0-9a-f]\{8\}$' "$WORK/stream.txt" || fail "no id: line"
 cat "$WORK/stream.txt"
 
 step "SIGTERM: clean shutdown, exit 0"

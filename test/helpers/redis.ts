@@ -2,7 +2,10 @@
 // Set TEST_REDIS_URL to use an existing server instead (restart() is then unavailable).
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Redis } from 'ioredis'
 
 export interface TestRedis {
@@ -21,6 +24,15 @@ interface Teardown {
   teardown(fn: () => unknown): void
 }
 
+export interface StartRedisOptions {
+  /**
+   * Keep data across stop/start: an append-only file fsynced on every write, in
+   * a temporary directory removed at teardown; stop() sends SIGTERM (a clean
+   * shutdown) instead of SIGKILL. Default false: nothing survives a restart.
+   */
+  persist?: boolean
+}
+
 export async function freePort(): Promise<number> {
   const srv = createServer()
   srv.listen(0, '127.0.0.1')
@@ -31,7 +43,7 @@ export async function freePort(): Promise<number> {
   return port
 }
 
-export async function startRedis(t: Teardown): Promise<TestRedis> {
+export async function startRedis(t: Teardown, opts: StartRedisOptions = {}): Promise<TestRedis> {
   const clients: Redis[] = []
   const client = (url: string) => {
     const c = new Redis(url, { maxRetriesPerRequest: 1 })
@@ -49,9 +61,11 @@ export async function startRedis(t: Teardown): Promise<TestRedis> {
   }
 
   const port = await freePort()
+  const dir = opts.persist ? await mkdtemp(join(tmpdir(), 'notify-redis-')) : undefined
+  const persistence = dir === undefined ? ['--appendonly', 'no'] : ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir]
   let proc: ChildProcess | undefined
   const start = async () => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let out = ''
@@ -67,11 +81,16 @@ export async function startRedis(t: Teardown): Promise<TestRedis> {
   const stop = async () => {
     if (proc === undefined || proc.exitCode !== null) return
     const p = proc
-    p.kill('SIGKILL')
-    await once(p, 'exit')
+    const exited = once(p, 'exit')
+    // SIGTERM lets a persistent server shut down cleanly (its append-only file complete).
+    p.kill(dir === undefined ? 'SIGKILL' : 'SIGTERM')
+    await exited
   }
   await start()
-  t.teardown(stop)
+  t.teardown(async () => {
+    await stop()
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  })
   const url = `redis://127.0.0.1:${port}`
   return {
     url,
