@@ -23,7 +23,16 @@ local size, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local function fail(msg) return redis.error_reply('NOTIFY_BAD_ARGUMENT ' .. msg) end
 
 if #KEYS ~= 1 or #ARGV ~= 6 then return fail('expected 1 key and 6 arguments') end
-if recipient == nil or #recipient == 0 or #recipient > 1024 then return fail('recipient must be 1 to 256 characters') end
+-- 256 UTF-16 code units, as the service counts them: one per UTF-8 sequence
+-- (bytes that are not continuation bytes), two for a 4-byte sequence.
+local function utf16_length(s)
+  local _, units = string.gsub(s, '[^\128-\191]', '')
+  local _, astral = string.gsub(s, '[\240-\247]', '')
+  return units + astral
+end
+if recipient == nil or #recipient == 0 or #recipient > 1024 or utf16_length(recipient) > 256 then
+  return fail('recipient must be 1 to 256 characters')
+end
 if key ~= channel .. ':history:{' .. recipient .. '}' then
   return fail('key must be ' .. channel .. ':history:{' .. recipient .. '}')
 end
@@ -31,7 +40,12 @@ if etype ~= '' and (#etype > 64 or not string.match(etype, '^[%w_.:%-]+$')) then
   return fail('type must match ^[A-Za-z0-9_.:-]{1,64}$')
 end
 if etype == 'auth-expired' or etype == 'resync' then return fail('type "' .. etype .. '" is reserved') end
-if not string.match(data, '^%s*{') or not pcall(cjson.decode, data) then
+-- A private decoder that refuses NaN, Infinity and hex numbers, which the default
+-- one accepts but a browser's JSON.parse does not. (Configuring the shared cjson
+-- would change it for every other script on the server.)
+local strict = cjson.new()
+strict.decode_invalid_numbers(false)
+if not string.match(data, '^%s*{') or not pcall(strict.decode, data) then
   return fail('data must be a JSON object')
 end
 if size == nil or size < 0 or size ~= math.floor(size) then return fail('history size must be an integer >= 0') end

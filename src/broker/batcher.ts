@@ -39,7 +39,8 @@ export class Batcher<Q, R> {
     while (this.#inFlight < this.maxInFlight && this.#queue.length > 0) {
       const batch = this.#queue.splice(0, this.maxBatch)
       this.#inFlight++
-      this.run(batch.map((w) => w.request)).then(
+      // Through a promise, so a run that throws synchronously still frees its slot.
+      Promise.resolve(batch.map((w) => w.request)).then(this.run).then(
         (results) => batch.forEach((w, i) => w.resolve(results[i] as R)),
         (err: unknown) => batch.forEach((w) => w.reject(err)),
       ).finally(() => {

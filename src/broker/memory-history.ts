@@ -88,7 +88,8 @@ export class MemoryHistory {
 
   #expire(now: number): void {
     for (const [recipient, log] of this.#logs) {
-      if (log.expiresAt > now) return
+      // Like a Redis key: gone once its time is strictly past.
+      if (log.expiresAt >= now) return
       this.#remove(recipient, log)
     }
   }
