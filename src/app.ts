@@ -79,7 +79,11 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     // Whatever was published while live delivery was down is in the history.
     resumer.catchUp()
   })
-  broker.on('down', () => app.log.warn({ broker: broker.kind }, 'broker connection lost; reconnecting'))
+  broker.on('down', () => {
+    app.log.warn({ broker: broker.kind }, 'broker connection lost; reconnecting')
+    // Live events may come back before the catch-up has read what was missed.
+    resumer.suspend()
+  })
   const publisher = makePublisher((items) => broker.publish(items), {
     maxEvents: config.publish?.maxEvents ?? 1000,
     maxEventBytes: config.maxEventBytes,

@@ -22,6 +22,10 @@ export async function publishRoute(app: FastifyInstance, deps: PublishRouteDeps)
   const authorized = (header: string | undefined): boolean =>
     header !== undefined && timingSafeEqual(digest(header.trim()), expected)
 
+  // JSON only (this plugin's scope): a text/plain body would reach the route as a
+  // string and be refused as "not an object"; 415 says what is actually wrong.
+  app.removeContentTypeParser('text/plain')
+
   app.post(
     '/publish',
     {

@@ -174,8 +174,8 @@ export class Hub extends EventEmitter {
   }
 
   #beat = (): void => {
-    // A held stream has not sent its head yet, or is catching up: nothing to keep alive.
-    for (const stream of this.#router.all()) if (!stream.held) stream.send(HEARTBEAT)
+    // Held streams too (catching up, or waiting out an outage), once their head is out.
+    for (const stream of this.#router.all()) stream.beat(HEARTBEAT)
   }
 
   #onStreamClose = (stream: SseStream, reason: CloseReason): void => {

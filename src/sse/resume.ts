@@ -4,7 +4,7 @@
 // stream is being positioned its live events are queued (stream.ts), so the
 // switch from history to live has no gap and no duplicate.
 import type { Broker } from '../broker/broker.js'
-import { type Position, parseEventId, recipientTag, START } from '../history/event-id.js'
+import { type Position, parseEventId, recipientTag, samePosition, START } from '../history/event-id.js'
 import { decide, type Outcome } from '../history/replay.js'
 import type { LogLimiter } from '../log-limiter.js'
 import { encodeRetry } from './frame.js'
@@ -40,6 +40,8 @@ export class Resumer {
   // Bumped on every broker recovery. A read issued before the latest recovery
   // may miss events published while live delivery was down, so it is redone.
   #epoch = 0
+  // Streams held because live delivery was lost; only the next catch-up releases them.
+  readonly #suspended = new WeakSet<SseStream>()
 
   constructor(private readonly opts: ResumeOptions) {
     this.#retry = encodeRetry(opts.retryMs)
@@ -60,7 +62,24 @@ export class Resumer {
     const id = parseEventId(lastEventId)
     if (!id.ok) void this.#sync(stream, undefined, 'malformed')
     else if (id.tag !== recipientTag(stream.userId)) void this.#sync(stream, undefined, 'foreign')
+    // 0-0 is never a stored event's id (it means "before everything" inside the
+    // service): from a client it is an id we do not know.
+    else if (samePosition(id.position, START)) void this.#sync(stream, undefined, 'gone')
     else void this.#sync(stream, id.position)
+  }
+
+  /**
+   * Live delivery is lost: queue live events on every stream until the catch-up
+   * has read the history. Otherwise the first live event after the reconnect
+   * would move a stream past everything stored during the outage.
+   */
+  suspend(): void {
+    if (this.opts.historySize === 0) return
+    for (const stream of this.opts.hub.streams()) {
+      if (stream.held) continue
+      stream.hold()
+      this.#suspended.add(stream)
+    }
   }
 
   /** After an outage: every stream not already being positioned reads from where it is. */
@@ -69,8 +88,9 @@ export class Resumer {
     this.#epoch++
     this.stats.catchUps++
     for (const stream of this.opts.hub.streams()) {
-      // A held stream has a read in flight; it sees the new epoch and reads again.
-      if (stream.held) continue
+      // A held stream that is not suspended has a read in flight; it sees the new epoch and reads again.
+      if (stream.held && !this.#suspended.has(stream)) continue
+      this.#suspended.delete(stream)
       stream.hold()
       void this.#sync(stream, stream.position)
     }
@@ -89,6 +109,11 @@ export class Resumer {
         this.stats.replayed += outcome.replay.length
         if (epoch === this.#epoch || stream.closed) break
         from = stream.position
+      }
+      if (!this.opts.broker.up) {
+        // Positioned while live delivery is down: stay held until the catch-up.
+        this.#suspended.add(stream)
+        return
       }
       stream.release()
     } catch (err) {

@@ -62,6 +62,12 @@ export class SseStream implements Scheduled {
     else this.#write(frame)
   }
 
+  /** A heartbeat: written even while held (it is no event), once the head is out. */
+  beat(frame: Buffer): void {
+    if (this.closed || this.#headers !== null) return
+    this.#write(frame)
+  }
+
   /** Writes a stored event unless this stream already has it. */
   sendStored(event: Framed): void {
     if (this.closed) return
