@@ -1,0 +1,958 @@
+// Reconnect storm: N streams drop at once and reconnect with Last-Event-ID,
+// each having missed M events. Measures the time until every stream has
+// caught up (and until every stream has its response head), checks every
+// stream got exactly the events it missed, in order, once, and records the
+// service's RSS before and at its peak during the storm.
+//
+// Usage: npm run bench:storm -- [streams=10000] [runs=3] [--embedded]
+//          [--missed=10] [--workers=2] [--timeout-s=120] [--auth-cache] [--in-flight=N]
+//   --embedded     REDIS_URL unset (in-memory broker), events sent by POST /publish;
+//                  default: the Redis broker, events sent with createPublisher.
+//   --auth-cache   keep the default AUTH_CACHE_TTL_MS (30 s); default 0, so every
+//                  (re)connect costs one auth upstream call.
+//   --in-flight=N  reconnect at most N streams at a time per worker (default: all
+//                  at once), to tell the kernel's accept queue from the service.
+// Prints one JSON line per run, then one summary line (medians and ranges).
+// STORM_SERVICE_NODE_OPTIONS, when set, is passed to the service as NODE_OPTIONS
+// (e.g. "--require /path/to/profiler-preload.cjs"; --cpu-prof is not allowed there).
+//
+// The streams live in worker child processes (raw node:net sockets and a
+// minimal chunked + SSE line reader, no SSE library), so no process holds more
+// than N / workers client sockets. All addresses are loopback.
+import { type ChildProcess, fork } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect, type Socket } from 'node:net'
+import { loadavg } from 'node:os'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+
+// Client sockets are not bound to a source address (localAddress): on this
+// kernel, bind() with port 0 slows down to milliseconds per call once tens of
+// thousands of TIME_WAIT sockets sit on that address (each drop leaves 10,000),
+// and Node makes that call on the event loop: 5,000 connects took 14 s. Without
+// it, connect() picks the port and may reuse TIME_WAIT ones on loopback.
+const PUBLISH_TOKEN = 'storm-bench-publish-token'
+const HISTORY_SIZE = 100
+/** Events per publish batch (PUBLISH_MAX_EVENTS / createPublisher default) and batches in flight. */
+const PUBLISH_BATCH = 1000
+const PUBLISH_IN_FLIGHT = 4
+/** Streams being opened at a time per worker in the (untimed) initial connect. */
+const OPEN_IN_FLIGHT = 250
+/** After the last stream caught up: how long to keep listening for late duplicates. */
+const GRACE_MS = 1000
+
+// ---------------------------------------------------------------------------
+// Worker side: holds a share of the streams.
+
+interface Ev {
+  id: string | undefined
+  type: string | undefined
+  data: string
+}
+
+type ParseState = 'head' | 'size' | 'data' | 'crlf' | 'end' | 'other'
+
+/** One HTTP/1.1 response read as an event stream: chunked decoding, then SSE lines. */
+class Conn {
+  socket: Socket | undefined
+  state: ParseState = 'head'
+  buf = ''
+  left = 0
+  line = ''
+  evId: string | undefined
+  evType: string | undefined
+  evData: string | undefined
+  status = 0
+  body = ''
+  tcpAt = NaN
+  headersAt = NaN
+  errorAt = NaN
+  doneAt = NaN
+  connected = false
+  ended = false
+  /** Counted as finished (caught up, refused or closed) in the storm. */
+  settled = false
+  error: string | undefined
+  events: Ev[] = []
+  /** Called when the head, the `: connected` comment or the close arrives. */
+  wake: (() => void) | undefined
+  /** Storm: called once the stream has caught up, been refused or closed. */
+  onSettled: (() => void) | undefined
+
+  constructor(
+    readonly user: string,
+    private readonly hooks: { head?: (c: Conn) => void; comment?: (c: Conn, text: string) => void; event?: (c: Conn, e: Ev) => void },
+  ) {}
+
+  feed(chunk: string): void {
+    let i = 0
+    while (i < chunk.length) {
+      switch (this.state) {
+        case 'head': {
+          this.buf += i === 0 ? chunk : chunk.slice(i)
+          i = chunk.length
+          const end = this.buf.indexOf('\r\n\r\n')
+          if (end < 0) break
+          const head = this.buf.slice(0, end)
+          const rest = this.buf.slice(end + 4)
+          this.buf = ''
+          this.status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0)
+          const chunked = /\r\ntransfer-encoding:\s*chunked/i.test(head)
+          this.state = this.status === 200 && chunked ? 'size' : 'other'
+          this.hooks.head?.(this)
+          chunk = rest
+          i = 0
+          break
+        }
+        case 'size': {
+          const nl = chunk.indexOf('\n', i)
+          if (nl < 0) {
+            this.buf += chunk.slice(i)
+            i = chunk.length
+            break
+          }
+          const size = parseInt((this.buf + chunk.slice(i, nl)).split(';')[0]?.trim() ?? '', 16)
+          this.buf = ''
+          i = nl + 1
+          if (size === 0 || Number.isNaN(size)) this.state = 'end'
+          else {
+            this.left = size
+            this.state = 'data'
+          }
+          break
+        }
+        case 'data': {
+          // latin1: one char per byte, so chunk sizes can be counted in chars.
+          const n = Math.min(this.left, chunk.length - i)
+          this.sse(chunk.slice(i, i + n))
+          i += n
+          this.left -= n
+          if (this.left === 0) this.state = 'crlf'
+          break
+        }
+        case 'crlf': {
+          const nl = chunk.indexOf('\n', i)
+          if (nl < 0) i = chunk.length
+          else {
+            i = nl + 1
+            this.state = 'size'
+          }
+          break
+        }
+        default:
+          if (this.body.length < 300) this.body += chunk.slice(i, i + 300)
+          i = chunk.length
+      }
+    }
+  }
+
+  // [spec] WHATWG HTML 9.2.6: lines end in LF (or CRLF); a blank line dispatches.
+  sse(text: string): void {
+    let start = 0
+    for (;;) {
+      const nl = text.indexOf('\n', start)
+      if (nl < 0) {
+        this.line += text.slice(start)
+        return
+      }
+      let line = this.line + text.slice(start, nl)
+      this.line = ''
+      start = nl + 1
+      if (line.endsWith('\r')) line = line.slice(0, -1)
+      if (line === '') {
+        if (this.evData !== undefined) this.hooks.event?.(this, { id: this.evId, type: this.evType, data: this.evData })
+        this.evId = this.evType = this.evData = undefined
+      } else if (line.startsWith(':')) {
+        this.hooks.comment?.(this, line.slice(1).trimStart())
+      } else {
+        const colon = line.indexOf(':')
+        const field = colon < 0 ? line : line.slice(0, colon)
+        let value = colon < 0 ? '' : line.slice(colon + 1)
+        if (value.startsWith(' ')) value = value.slice(1)
+        if (field === 'id') this.evId = value
+        else if (field === 'event') this.evType = value
+        else if (field === 'data') this.evData = this.evData === undefined ? value : `${this.evData}\n${value}`
+      }
+    }
+  }
+}
+
+type ToWorker =
+  | { cmd: 'open'; port: number; users: string[]; timeoutMs: number }
+  | { cmd: 'prime'; ids: string[]; timeoutMs: number }
+  | { cmd: 'drop' }
+  | { cmd: 'expect'; ids: string[][] }
+  | { cmd: 'storm'; port: number; t0: string; timeoutMs: number; inFlight: number }
+  | { cmd: 'close' }
+
+interface StormReport {
+  type: 'stormed'
+  streams: number
+  /** When this worker began issuing connects and when the last connect() had been made, ms after t0. */
+  dialStartMs: number
+  dialEndMs: number
+  /** Longest stall of this worker's event loop during the storm. */
+  loopDelayMaxMs: number
+  tcpMs: number[]
+  /** Per stream answered 200: when its head arrived, ms after t0. */
+  headersMs: number[]
+  doneMs: number[]
+  problems: Problems
+}
+
+interface Problems {
+  /** Streams that never had a 200 head, by status (0 = no head at all). */
+  badStatus: Record<string, number>
+  /** Socket errors by code. */
+  errors: Record<string, number>
+  /** Streams the server ended or reset before they had caught up. */
+  closedEarly: number
+  /** Streams still short of their missed events at the deadline. */
+  stuck: number
+  resyncs: number
+  lossStreams: number
+  lostEvents: number
+  dupStreams: number
+  dupEvents: number
+  extraEvents: number
+  outOfOrder: number
+  badPayload: number
+  samples: unknown[]
+}
+
+function worker(): void {
+  const send = (m: unknown) => process.send?.(m)
+  let users: string[] = []
+  let conns: Conn[] = []
+  let firstIds: string[] = []
+  let expected: string[][] = []
+  process.on('disconnect', () => process.exit(0))
+
+  const dial = (port: number, headers: string, c: Conn, started: bigint): Socket => {
+    const socket = connect({ port, host: '127.0.0.1' })
+    c.socket = socket
+    socket.setEncoding('latin1')
+    socket.setNoDelay(true)
+    socket.once('connect', () => {
+      c.tcpAt = Number(process.hrtime.bigint() - started) / 1e6
+      socket.write(`GET /notify HTTP/1.1\r\nHost: storm\r\nAccept: text/event-stream\r\nAuthorization: Bearer user-${c.user}\r\n${headers}\r\n`)
+    })
+    socket.on('data', (d: string) => c.feed(d))
+    socket.on('error', (err: Error & { code?: string }) => {
+      c.error ??= err.code ?? err.message
+      if (Number.isNaN(c.errorAt)) c.errorAt = Number(process.hrtime.bigint() - started) / 1e6
+    })
+    socket.once('close', () => {
+      c.ended = true
+      c.wake?.()
+    })
+    return socket
+  }
+
+  const open = async (port: number, timeoutMs: number) => {
+    conns = users.map(
+      (u) =>
+        new Conn(u, {
+          head: (c) => c.status !== 200 && c.wake?.(),
+          comment: (c, text) => {
+            if (text !== 'connected') return
+            c.connected = true
+            c.wake?.()
+          },
+          event: (c, e) => c.events.push(e),
+        }),
+    )
+    const started = process.hrtime.bigint()
+    let next = 0
+    const failures: string[] = []
+    const one = async (): Promise<void> => {
+      for (let k = next++; k < conns.length; k = next++) {
+        const c = conns[k] as Conn
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, timeoutMs)
+          c.wake = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+          dial(port, '', c, started)
+        })
+        c.wake = undefined
+        if (!c.connected) failures.push(`user ${c.user}: status ${c.status} error ${c.error ?? '-'} ${c.body.slice(0, 100)}`)
+      }
+    }
+    await Promise.all(Array.from({ length: OPEN_IN_FLIGHT }, one))
+    send({ type: 'opened', ok: conns.length - failures.length, failures: failures.slice(0, 5), failed: failures.length })
+  }
+
+  const prime = async (ids: string[], timeoutMs: number) => {
+    firstIds = ids
+    const deadline = Date.now() + timeoutMs
+    await until(() => conns.every((c) => c.events.length >= 1) || Date.now() > deadline, 50)
+    let missing = 0
+    let mismatched = 0
+    const samples: unknown[] = []
+    conns.forEach((c, k) => {
+      const got = c.events[0]
+      if (got === undefined) missing++
+      else if (got.id !== ids[k] || c.events.length !== 1) {
+        mismatched++
+        if (samples.length < 5) samples.push({ user: c.user, expected: ids[k], got: c.events })
+      }
+    })
+    send({ type: 'primed', missing, mismatched, samples })
+  }
+
+  const drop = async () => {
+    const closed = conns.map((c) => (c.ended ? Promise.resolve() : new Promise<void>((r) => c.socket?.once('close', () => r()))))
+    for (const c of conns) c.socket?.destroy()
+    await Promise.all(closed)
+    send({ type: 'dropped' })
+  }
+
+  const storm = async (port: number, t0: bigint, timeoutMs: number, inFlight: number) => {
+    const loop = monitorEventLoopDelay({ resolution: 10 })
+    loop.enable()
+    const total = users.length
+    let finished = 0
+    const ms = () => Number(process.hrtime.bigint() - t0) / 1e6
+    const settle = (c: Conn) => {
+      if (c.settled) return
+      c.settled = true
+      finished++
+      c.onSettled?.()
+    }
+    conns = users.map((u, k) => {
+      const want = (expected[k] ?? []).length
+      const c = new Conn(u, {
+        head: (cc) => {
+          cc.headersAt = ms()
+          if (cc.status !== 200) settle(cc)
+        },
+        event: (cc, e) => {
+          cc.events.push(e)
+          if (cc.events.length === want && Number.isNaN(cc.doneAt)) {
+            cc.doneAt = ms()
+            settle(cc)
+          }
+        },
+      })
+      return c
+    })
+    const deadline = Date.now() + timeoutMs
+    let dialEndMs = NaN
+    const reconnect = (c: Conn, k: number) => {
+      c.wake = () => c.ended && settle(c)
+      dial(port, `Last-Event-ID: ${firstIds[k]}\r\n`, c, t0)
+    }
+    const dialStartMs = ms()
+    if (inFlight <= 0) {
+      // All at once: every connect is issued in this one turn of the event loop
+      // (Node makes the connect() calls on the next tick; the next turn comes after them).
+      conns.forEach(reconnect)
+      setImmediate(() => (dialEndMs = ms()))
+    } else {
+      let next = 0
+      const lane = async () => {
+        for (let k = next++; k < conns.length && Date.now() < deadline; k = next++) {
+          const c = conns[k] as Conn
+          await new Promise<void>((resolve) => {
+            c.onSettled = resolve
+            reconnect(c, k)
+          })
+        }
+      }
+      void Promise.all(Array.from({ length: inFlight }, lane)).then(() => (dialEndMs = ms()))
+    }
+    await until(() => finished >= total || Date.now() > deadline, 20)
+    // Keep listening a little: a duplicate or an extra event would arrive now.
+    await new Promise((r) => setTimeout(r, GRACE_MS))
+    loop.disable()
+    const report: StormReport = {
+      type: 'stormed',
+      streams: total,
+      dialStartMs,
+      dialEndMs,
+      loopDelayMaxMs: loop.max / 1e6,
+      tcpMs: conns.map((c) => c.tcpAt).filter((x) => !Number.isNaN(x)),
+      // Heads of accepted streams only: a 503 answer is not a stream.
+      headersMs: conns.filter((c) => c.status === 200).map((c) => c.headersAt),
+      doneMs: conns.map((c) => c.doneAt).filter((x) => !Number.isNaN(x)),
+      problems: check(conns, expected),
+    }
+    send(report)
+  }
+
+  process.on('message', (m: ToWorker) => {
+    const run = async () => {
+      switch (m.cmd) {
+        case 'open':
+          users = m.users
+          return open(m.port, m.timeoutMs)
+        case 'prime':
+          return prime(m.ids, m.timeoutMs)
+        case 'drop':
+          return drop()
+        case 'expect':
+          expected = m.ids
+          return send({ type: 'expected' })
+        case 'storm':
+          return storm(m.port, BigInt(m.t0), m.timeoutMs, m.inFlight)
+        case 'close':
+          for (const c of conns) c.socket?.destroy()
+          conns = []
+          return send({ type: 'closed' })
+      }
+    }
+    run().catch((err: unknown) => send({ type: 'error', message: String((err as Error)?.stack ?? err) }))
+  })
+  send({ type: 'ready' })
+}
+
+/** Per stream: exactly the expected ids, in order, once each, nothing else. */
+function check(conns: Conn[], expected: string[][]): Problems {
+  const p: Problems = {
+    badStatus: {}, errors: {}, closedEarly: 0, stuck: 0, resyncs: 0, lossStreams: 0, lostEvents: 0,
+    dupStreams: 0, dupEvents: 0, extraEvents: 0, outOfOrder: 0, badPayload: 0, samples: [],
+  }
+  const bump = (r: Record<string, number>, k: string) => (r[k] = (r[k] ?? 0) + 1)
+  const sampled: Record<string, number> = {}
+  conns.forEach((c, k) => {
+    const want = expected[k] ?? []
+    const ids = c.events.map((e) => e.id ?? '(no id)')
+    const got = new Set(ids)
+    const wanted = new Set(want)
+    const issues: string[] = []
+    const note = (issue: string) => issues.push(issue)
+    if (c.status !== 200) {
+      bump(p.badStatus, String(c.status))
+      note(`status ${c.status}`)
+    }
+    if (c.error !== undefined) {
+      bump(p.errors, c.error)
+      note(`socket error ${c.error}`)
+    }
+    if (c.status === 200 && Number.isNaN(c.doneAt)) {
+      if (c.ended) p.closedEarly++
+      else p.stuck++
+      note(c.ended ? 'closed before caught up' : 'stuck')
+    }
+    const resyncs = c.events.filter((e) => e.type === 'resync').length
+    if (resyncs > 0) {
+      p.resyncs += resyncs
+      note('resync')
+    }
+    const lost = want.filter((id) => !got.has(id)).length
+    if (lost > 0 && c.status === 200) {
+      p.lossStreams++
+      p.lostEvents += lost
+      note(`lost ${lost}`)
+    }
+    if (got.size < ids.length) {
+      p.dupStreams++
+      p.dupEvents += ids.length - got.size
+      note('duplicates')
+    }
+    const extra = c.events.filter((e) => e.type !== 'resync' && !wanted.has(e.id ?? '')).length
+    if (extra > 0) {
+      p.extraEvents += extra
+      note(`extra ${extra}`)
+    }
+    if (lost === 0 && extra === 0 && got.size === ids.length && ids.some((id, i) => id !== want[i])) {
+      p.outOfOrder++
+      note('order')
+    }
+    // The i-th missed event carries n = i + 1 (n = 0 was the priming event).
+    if (c.events.some((e, i) => e.type === 'storm' && Number(/"n":(\d+)/.exec(e.data)?.[1]) !== i + 1)) {
+      p.badPayload++
+      note('payload')
+    }
+    // Up to two examples of each kind of problem.
+    const kind = issues.map((i) => i.replace(/ \d+$/, '')).join(', ')
+    if (issues.length > 0 && (sampled[kind] = (sampled[kind] ?? 0) + 1) <= 2) {
+      const at = (x: number) => (Number.isNaN(x) ? null : Math.round(x))
+      p.samples.push({
+        user: c.user, issues, status: c.status, body: c.body.slice(0, 200),
+        tcpConnectedAtMs: at(c.tcpAt), headersAtMs: at(c.headersAt), errorAtMs: at(c.errorAt), expected: want, received: c.events,
+      })
+    }
+  })
+  return p
+}
+
+function until(ready: () => boolean, everyMs = 10): Promise<void> {
+  return new Promise((resolve) => {
+    if (ready()) return resolve()
+    const timer = setInterval(() => {
+      if (!ready()) return
+      clearInterval(timer)
+      resolve()
+    }, everyMs)
+  })
+}
+
+// ---------------------------------------------------------------------------
+// Parent side: redis-server, auth upstream, the service, the publisher, the clock.
+
+interface Options {
+  streams: number
+  runs: number
+  embedded: boolean
+  missed: number
+  workers: number
+  timeoutMs: number
+  authCache: boolean
+  /** Reconnects in flight per worker; 0 = all at once. */
+  inFlight: number
+}
+
+function parseArgs(argv: string[]): Options {
+  const positional = argv.filter((a) => !a.startsWith('--'))
+  const flag = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1]
+  const o: Options = {
+    streams: Number(positional[0] ?? 10_000),
+    runs: Number(positional[1] ?? 3),
+    embedded: argv.includes('--embedded'),
+    missed: Number(flag('missed') ?? 10),
+    workers: Number(flag('workers') ?? 2),
+    timeoutMs: Number(flag('timeout-s') ?? 120) * 1000,
+    authCache: argv.includes('--auth-cache'),
+    inFlight: Number(flag('in-flight') ?? 0),
+  }
+  if (!(o.streams > 0 && o.runs > 0 && o.missed > 0 && o.workers > 0 && o.timeoutMs > 0)) throw new Error(`bad arguments: ${argv.join(' ')}`)
+  // The soft limit is 20,000 open files per process and cannot be raised from node.
+  if (Math.ceil(o.streams / o.workers) > 19_000) throw new Error('more than 19,000 streams per worker: add --workers')
+  if (o.missed + 1 > HISTORY_SIZE) throw new Error(`--missed must be below HISTORY_SIZE (${HISTORY_SIZE})`)
+  return o
+}
+
+interface Worker {
+  proc: ChildProcess
+  inbox: { type: string; [k: string]: unknown }[]
+  waiters: (() => void)[]
+}
+
+function startWorker(): Promise<Worker> {
+  const proc = fork(fileURLToPath(import.meta.url), ['--storm-worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const w: Worker = { proc, inbox: [], waiters: [] }
+  proc.on('message', (m: { type: string }) => {
+    w.inbox.push(m)
+    for (const wake of w.waiters.splice(0)) wake()
+  })
+  proc.once('exit', (code) => {
+    w.inbox.push({ type: 'exit', code })
+    for (const wake of w.waiters.splice(0)) wake()
+  })
+  return ask(w, undefined, 'ready', 30_000).then(() => w)
+}
+
+/** Sends a command and waits for the reply of the given type. */
+async function ask<T = Record<string, unknown>>(w: Worker, msg: ToWorker | undefined, type: string, timeoutMs: number): Promise<T> {
+  if (msg !== undefined) w.proc.send(msg)
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const k = w.inbox.findIndex((m) => m.type === type || m.type === 'error' || m.type === 'exit')
+    if (k >= 0) {
+      const [m] = w.inbox.splice(k, 1)
+      if (m?.type !== type) throw new Error(`worker ${w.proc.pid}: ${JSON.stringify(m)}`)
+      return m as T
+    }
+    if (Date.now() > deadline) throw new Error(`worker ${w.proc.pid}: no '${type}' within ${timeoutMs} ms`)
+    await new Promise<void>((r) => {
+      w.waiters.push(r)
+      setTimeout(r, 1000).unref()
+    })
+  }
+}
+
+/** /proc/<pid>/status fields, in bytes. */
+function memOf(pid: number): { rss: number; hwm: number } {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kb = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(s)?.[1] ?? NaN) * 1024
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') }
+}
+
+/** CPU time (user + system) of a process, in seconds. */
+function cpuOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in USER_HZ (100)
+}
+
+/** System-wide TCP counters (TcpExt in /proc/net/netstat) that show a full accept queue and SYN retries. */
+const TCP_COUNTERS = ['ListenOverflows', 'ListenDrops', 'SyncookiesSent', 'TCPReqQFullDrop', 'TCPSynRetrans', 'TCPTimeouts'] as const
+function tcpCounters(): Record<string, number> {
+  const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n').filter((l) => l.startsWith('TcpExt:'))
+  const names = lines[0]?.split(/\s+/) ?? []
+  const values = lines[1]?.split(/\s+/) ?? []
+  const out: Record<string, number> = {}
+  for (const k of TCP_COUNTERS) out[k] = Number(values[names.indexOf(k)] ?? NaN)
+  return out
+}
+
+const fdsOf = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length
+
+/** Connections the service still has on its port (ESTABLISHED or CLOSE_WAIT), from /proc/net/tcp. */
+function serviceConnections(port: number): number {
+  const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`
+  let n = 0
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n')) {
+    const f = line.trim().split(/\s+/)
+    if (f[1]?.endsWith(hexPort) && (f[3] === '01' || f[3] === '08')) n++
+  }
+  return n
+}
+/** What the bench itself may keep open to the service: the readiness probe's and POST /publish's keep-alive connections. */
+const OWN_CONNECTIONS = 2 * PUBLISH_IN_FLIGHT
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const MiB = (b: number) => +(b / 2 ** 20).toFixed(1)
+const sinceMs = (t: bigint) => Math.round(Number(process.hrtime.bigint() - t) / 1e6)
+
+async function waitFor(what: string, ready: () => boolean, timeoutMs: number, everyMs = 100): Promise<number> {
+  const start = Date.now()
+  while (!ready()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(everyMs)
+  }
+  return Date.now() - start
+}
+
+/** Waits until the service has used under 10 % of a core for half a second. */
+async function waitQuiet(pid: number, timeoutMs = 60_000): Promise<void> {
+  const start = Date.now()
+  let last = cpuOf(pid)
+  while (Date.now() - start < timeoutMs) {
+    await sleep(500)
+    const now = cpuOf(pid)
+    if (now - last < 0.05) return
+    last = now
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number
+}
+
+function dist(values: number[]): { p50: number; p90: number; p99: number; max: number } {
+  const s = [...values].sort((a, b) => a - b)
+  const r = (x: number) => Math.round(x)
+  return { p50: r(percentile(s, 50)), p90: r(percentile(s, 90)), p99: r(percentile(s, 99)), max: r(s.at(-1) ?? NaN) }
+}
+
+type Publish = (events: { recipient_id: string; type: string; n: number }[]) => Promise<string[]>
+
+/** Publishes in rounds (round r: one event per user), PUBLISH_BATCH per call, PUBLISH_IN_FLIGHT calls at a time. */
+async function publishRounds(publish: Publish, users: string[], first: number, rounds: number): Promise<Map<string, string[]>> {
+  const ids = new Map<string, string[]>(users.map((u) => [u, []]))
+  for (let n = first; n < first + rounds; n++) {
+    const batches: string[][] = []
+    for (let i = 0; i < users.length; i += PUBLISH_BATCH) batches.push(users.slice(i, i + PUBLISH_BATCH))
+    let next = 0
+    const lane = async () => {
+      for (let b = next++; b < batches.length; b = next++) {
+        const batch = batches[b] as string[]
+        const got = await publish(batch.map((u) => ({ recipient_id: u, type: 'storm', n })))
+        batch.forEach((u, k) => ids.get(u)?.push(got[k] as string))
+      }
+    }
+    // Rounds one after the other: a user's events are published in order.
+    await Promise.all(Array.from({ length: PUBLISH_IN_FLIGHT }, lane))
+  }
+  return ids
+}
+
+async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<string, unknown>> {
+  const { workers, upstream, redisUrl } = deps
+  const users = Array.from({ length: o.streams }, (_, i) => `storm-${run}-${i}`)
+  const share = (w: number) => users.filter((_, i) => i % workers.length === w)
+  const env: Record<string, string> = {
+    AUTH_MODE: 'upstream',
+    AUTH_UPSTREAM_URL: upstream,
+    AUTH_CACHE_TTL_MS: o.authCache ? '30000' : '0',
+    HISTORY_SIZE: String(HISTORY_SIZE),
+    SHUTDOWN_TIMEOUT_MS: '10000',
+  }
+  if (process.env.STORM_SERVICE_NODE_OPTIONS) env.NODE_OPTIONS = process.env.STORM_SERVICE_NODE_OPTIONS
+  if (o.embedded) env.PUBLISH_TOKEN = PUBLISH_TOKEN
+  else env.REDIS_URL = redisUrl
+  const { proc, port } = await deps.startService(env)
+  const pid = proc.pid as number
+  // Drain the service's stdout (a full pipe would block its logger) and keep
+  // evidence: its warnings (rate-limited by the service), and request errors by code.
+  const warnings: string[] = []
+  const requestErrors: Record<string, number> = {}
+  let partial = ''
+  proc.stdout?.setEncoding('utf8')
+  proc.stdout?.on('data', (d: string) => {
+    const lines = (partial + d).split('\n')
+    partial = lines.pop() ?? ''
+    for (const line of lines) {
+      let entry: { level?: number; reqId?: string; msg?: string; err?: { code?: string | number; message?: string }; res?: { statusCode?: number } }
+      try {
+        entry = JSON.parse(line)
+      } catch {
+        if (warnings.length < 30) warnings.push(line.slice(0, 300))
+        continue
+      }
+      if (entry.reqId !== undefined && entry.res !== undefined) {
+        const key = `${entry.res.statusCode} ${entry.err?.code ?? entry.msg}`
+        requestErrors[key] = (requestErrors[key] ?? 0) + 1
+      } else if (warnings.length < 30) {
+        warnings.push(line.slice(0, 400))
+      }
+    }
+  })
+  let exited: string | undefined
+  proc.once('exit', (code, signal) => (exited ??= `exit code ${code} signal ${signal}`))
+
+  const publish: Publish = o.embedded
+    ? async (events) => {
+        const res = await fetch(`http://127.0.0.1:${port}/publish`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${PUBLISH_TOKEN}`, 'content-type': 'application/json' },
+          body: JSON.stringify(events),
+        })
+        if (res.status !== 202) throw new Error(`POST /publish: ${res.status} ${await res.text()}`)
+        const { published } = (await res.json()) as { published: { id: string }[] }
+        return published.map((p) => p.id)
+      }
+    : async (events) => (await deps.publisher.publish(events)).map((p) => p.id as string)
+
+  try {
+    const fdIdle = fdsOf(pid)
+    const rssIdle = memOf(pid).rss
+
+    // 1. Open every stream (no Last-Event-ID), a bounded number at a time: not timed.
+    let t = process.hrtime.bigint()
+    const opened = await Promise.all(
+      workers.map((w, k) => ask<{ ok: number; failed: number; failures: string[] }>(w, { cmd: 'open', port, users: share(k), timeoutMs: 300_000 }, 'opened', 310_000)),
+    )
+    const openFailed = opened.reduce((a, r) => a + r.failed, 0)
+    if (openFailed > 0) throw new Error(`${openFailed} streams failed to open: ${JSON.stringify(opened.flatMap((r) => r.failures))}`)
+    const connectMs = sinceMs(t)
+
+    // 2. One event per user, so every stream has a Last-Event-ID.
+    const firstIds = await publishRounds(publish, users, 0, 1)
+    const primed = await Promise.all(
+      workers.map((w, k) =>
+        ask<{ missing: number; mismatched: number; samples: unknown[] }>(w, { cmd: 'prime', ids: share(k).map((u) => firstIds.get(u)?.[0] as string), timeoutMs: 60_000 }, 'primed', 70_000),
+      ),
+    )
+    const primeBad = primed.reduce((a, r) => a + r.missing + r.mismatched, 0)
+    if (primeBad > 0) throw new Error(`priming event not delivered as published: ${JSON.stringify(primed)}`)
+    const rssWithStreams = memOf(pid).rss
+
+    // 3. Drop every stream at once; wait until the service has closed its side.
+    t = process.hrtime.bigint()
+    await Promise.all(workers.map((w) => ask(w, { cmd: 'drop' }, 'dropped', 60_000)))
+    await waitFor('the service to close the dropped streams', () => serviceConnections(port) <= OWN_CONNECTIONS, 120_000)
+    const dropSettledMs = sinceMs(t)
+
+    // 4. Publish what they miss while away.
+    t = process.hrtime.bigint()
+    const missedIds = await publishRounds(publish, users, 1, o.missed)
+    const publishMs = sinceMs(t)
+    await waitQuiet(pid)
+    const expected = (us: string[]) => us.map((u) => missedIds.get(u) as string[])
+    await Promise.all(workers.map((w, k) => ask(w, { cmd: 'expect', ids: expected(share(k)) }, 'expected', 60_000)))
+    const redisUsed = o.embedded ? undefined : Number(/used_memory:(\d+)/.exec(await deps.redisInfo())?.[1] ?? NaN)
+
+    // 5. The storm: every stream reconnects at once with its Last-Event-ID.
+    const before = memOf(pid)
+    let hwmReset = true
+    try {
+      writeFileSync(`/proc/${pid}/clear_refs`, '5') // resets VmHWM to the current RSS
+    } catch {
+      hwmReset = false
+    }
+    let peakRss = before.rss
+    let peakFds = 0
+    let polls = 0
+    const poller = setInterval(() => {
+      try {
+        peakRss = Math.max(peakRss, memOf(pid).rss)
+        if (polls++ % 2 === 0) peakFds = Math.max(peakFds, fdsOf(pid))
+      } catch {
+        // the service exited; reported below
+      }
+    }, 100)
+    const benchLoop = monitorEventLoopDelay({ resolution: 10 })
+    benchLoop.enable()
+    const cpuBefore = cpuOf(pid)
+    const tcpBefore = tcpCounters()
+    const load = loadavg()[0] as number
+    const t0 = process.hrtime.bigint()
+    const reports = await Promise.all(
+      workers.map((w) =>
+        ask<StormReport>(w, { cmd: 'storm', port, t0: String(t0), timeoutMs: o.timeoutMs, inFlight: o.inFlight }, 'stormed', o.timeoutMs + 60_000),
+      ),
+    )
+    clearInterval(poller)
+    benchLoop.disable()
+    const tcpAfter = tcpCounters()
+    const kernelTcp = Object.fromEntries(TCP_COUNTERS.map((k) => [k, (tcpAfter[k] as number) - (tcpBefore[k] as number)]))
+    const alive = exited === undefined
+    const after = alive ? memOf(pid) : { rss: NaN, hwm: NaN }
+    const stormCpuS = alive ? +(cpuOf(pid) - cpuBefore).toFixed(2) : NaN
+    if (hwmReset && alive) peakRss = Math.max(peakRss, after.hwm)
+
+    const headers = reports.flatMap((r) => r.headersMs)
+    const done = reports.flatMap((r) => r.doneMs)
+    const problems = mergeProblems(reports.map((r) => r.problems))
+    const clean = done.length === o.streams && problemCount(problems) === 0 && alive
+    const result = {
+      scenario: 'storm',
+      broker: o.embedded ? 'embedded' : 'redis',
+      run,
+      streams: o.streams,
+      missedPerStream: o.missed,
+      authCache: o.authCache,
+      reconnectsInFlight: o.inFlight > 0 ? o.inFlight * o.workers : 'all',
+      ports: { service: port, upstream: Number(new URL(upstream).port) },
+      connectMs,
+      dropSettledMs,
+      publishMs,
+      publishPerS: Math.round((o.streams * o.missed) / (publishMs / 1000)),
+      allHeadersMs: headers.length === o.streams ? Math.round(Math.max(...headers)) : null,
+      allCaughtUpMs: done.length === o.streams ? Math.round(Math.max(...done)) : null,
+      headersMs: dist(headers),
+      caughtUpMs: dist(done),
+      tcpConnectMs: dist(reports.flatMap((r) => r.tcpMs)),
+      caughtUp: done.length,
+      rssIdleMiB: MiB(rssIdle),
+      rssWithStreamsMiB: MiB(rssWithStreams),
+      rssBeforeStormMiB: MiB(before.rss),
+      peakRssMiB: MiB(peakRss),
+      peakFromHwm: hwmReset,
+      rssAfterStormMiB: MiB(after.rss),
+      serviceFdsIdle: fdIdle,
+      serviceFdsPeak: peakFds,
+      stormCpuS,
+      kernelTcp,
+      // The load generator's own health: when its workers started and finished
+      // dialling (ms after t0) and the longest event-loop stall of the workers
+      // and of the bench process (which also serves the auth upstream).
+      clients: {
+        dialStartMs: Math.round(Math.max(...reports.map((r) => r.dialStartMs))),
+        dialEndMs: Math.round(Math.max(...reports.map((r) => r.dialEndMs))),
+        workerLoopDelayMaxMs: Math.round(Math.max(...reports.map((r) => r.loopDelayMaxMs))),
+        benchLoopDelayMaxMs: Math.round(benchLoop.max / 1e6),
+      },
+      loadAvg1m: +load.toFixed(2),
+      ...(redisUsed !== undefined && { redisUsedMiB: MiB(redisUsed) }),
+      ...(env.NODE_OPTIONS !== undefined && { stormT0Us: Number(t0 / 1000n) }),
+      serviceAlive: alive,
+      ...(exited !== undefined && { serviceExit: exited }),
+      clean,
+      problems,
+      ...(Object.keys(requestErrors).length > 0 && { serviceRequestErrors: requestErrors }),
+      ...(warnings.length > 0 && { serviceWarnings: warnings }),
+    }
+    return result
+  } finally {
+    await Promise.all(workers.map((w) => ask(w, { cmd: 'close' }, 'closed', 30_000).catch(() => {})))
+    if (exited === undefined) {
+      const gone = new Promise((r) => proc.once('exit', r))
+      proc.kill('SIGTERM')
+      await Promise.race([gone, sleep(15_000)])
+      if (exited === undefined) proc.kill('SIGKILL')
+    }
+  }
+}
+
+function mergeProblems(all: Problems[]): Problems {
+  const out = check([], [])
+  for (const p of all) {
+    for (const [k, v] of Object.entries(p) as [keyof Problems, unknown][]) {
+      if (k === 'samples') out.samples.push(...(v as unknown[]))
+      else if (typeof v === 'number') (out[k] as number) += v
+      else for (const [code, n] of Object.entries(v as Record<string, number>)) (out[k] as Record<string, number>)[code] = ((out[k] as Record<string, number>)[code] ?? 0) + n
+    }
+  }
+  out.samples = out.samples.slice(0, 8)
+  return out
+}
+
+function problemCount(p: Problems): number {
+  const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0)
+  return sum(p.badStatus) + sum(p.errors) + p.closedEarly + p.stuck + p.resyncs + p.lostEvents + p.dupEvents + p.extraEvents + p.outOfOrder + p.badPayload
+}
+
+interface Deps {
+  workers: Worker[]
+  upstream: string
+  redisUrl: string
+  publisher: import('../src/publish/publisher.js').Publisher
+  redisInfo: () => Promise<string>
+  startService: typeof import('./lib.js').startService
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2))
+  if (!existsSync(fileURLToPath(new URL('../dist/server.js', import.meta.url)))) throw new Error('dist/server.js missing: npm run build')
+  const { startRedis, startService, startUpstream } = await import('./lib.js')
+  const { Redis } = await import('ioredis')
+  const { createPublisher } = await import('../src/publisher.js')
+
+  const workerProcs: ChildProcess[] = []
+  process.on('exit', () => {
+    for (const p of workerProcs) if (p.exitCode === null) p.kill('SIGKILL')
+  })
+  // Whatever happens, stop by itself.
+  setTimeout(() => {
+    console.error('storm: global time limit reached')
+    process.exit(2)
+  }, o.runs * (o.timeoutMs + 900_000)).unref()
+
+  const redis = await startRedis()
+  const upstream = await startUpstream()
+  const client = new Redis(redis.url)
+  const publisher = createPublisher({ redis: client, historySize: HISTORY_SIZE })
+  const workers = await Promise.all(Array.from({ length: o.workers }, startWorker))
+  workerProcs.push(...workers.map((w) => w.proc))
+
+  const results: Record<string, unknown>[] = []
+  for (let run = 1; run <= o.runs; run++) {
+    await client.flushall()
+    const r = await runOnce(o, run, { workers, upstream, redisUrl: redis.url, publisher, redisInfo: () => client.info('memory'), startService })
+    console.log(JSON.stringify(r))
+    results.push(r)
+  }
+  const pick = (k: string) => results.map((r) => r[k] as number | null)
+  const summary: Record<string, unknown> = {
+    scenario: 'storm-summary',
+    broker: o.embedded ? 'embedded' : 'redis',
+    streams: o.streams,
+    missedPerStream: o.missed,
+    runs: o.runs,
+    node: process.version,
+  }
+  for (const k of ['allCaughtUpMs', 'allHeadersMs', 'connectMs', 'publishMs', 'rssIdleMiB', 'rssWithStreamsMiB', 'rssBeforeStormMiB', 'peakRssMiB', 'stormCpuS', 'serviceFdsPeak']) {
+    // A run in which some stream never caught up counts as "not reached" (Infinity, printed null).
+    const v = pick(k).map((x) => (typeof x === 'number' && !Number.isNaN(x) ? x : Infinity)).sort((a, b) => a - b)
+    const show = (x: number | undefined) => (x === undefined || x === Infinity ? null : Math.round(x * 100) / 100)
+    summary[k] = { median: show(median(v)), min: show(v[0]), max: show(v.at(-1)) }
+  }
+  summary.failedStreamsPerRun = results.map((r) => (r.streams as number) - (r.caughtUp as number))
+  summary.loadAvg1mPerRun = results.map((r) => r.loadAvg1m)
+  for (const k of ['p50', 'p99'] as const) {
+    summary[`caughtUp_${k}_Ms`] = median(results.map((r) => (r.caughtUpMs as Record<string, number>)[k] as number).sort((x, y) => x - y))
+  }
+  summary.cleanRuns = results.filter((r) => r.clean).length
+  console.log(JSON.stringify(summary))
+  await client.quit()
+  process.exit(summary.cleanRuns === o.runs ? 0 : 1)
+}
+
+function median(sorted: number[]): number {
+  const n = sorted.length
+  if (n === 0) return NaN
+  return n % 2 === 1 ? (sorted[(n - 1) / 2] as number) : ((sorted[n / 2 - 1] as number) + (sorted[n / 2] as number)) / 2
+}
+
+if (process.argv.includes('--storm-worker')) worker()
+else
+  main().catch((err: unknown) => {
+    console.error(err)
+    process.exit(1)
+  })
