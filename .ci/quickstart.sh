@@ -3,28 +3,8 @@
 # the demo auth upstream, `.env.example` sourced, `npm start`; then a stream, a
 # POST /publish, and a reconnect with Last-Event-ID that gets what it missed.
 # Ports are free ones instead of 9000/8080 so CI never collides with anything.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d)
-pids=()
-step() { printf '\n---- %s\n' "$*"; }
-fail() { echo "FAIL: $*" >&2; [[ -f $WORK/service.log ]] && tail -n 30 "$WORK/service.log" >&2; exit 1; }
-cleanup() {
-  local rc=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-wait_for() {
-  local secs=$1 what=$2 i; shift 2
-  for ((i = 0; i < secs * 10; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  fail "$what: not within ${secs}s"
-}
-free_port() { node -e "const s = require('node:net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close() })"; }
+# shellcheck source=.ci/lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 [[ -f dist/server.js ]] || npm run build
 

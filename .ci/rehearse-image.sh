@@ -7,48 +7,8 @@
 # SIGTERM, which must exit 0. Catches what `npm test` cannot: a runtime import of
 # a dev dependency, a file missing from dist/, a broken entry point or shutdown.
 # Not rehearsed: the non-root user, the base image itself.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d)
-pids=()
-
-step() { printf '\n---- %s\n' "$*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-cleanup() {
-  local rc=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if ((rc != 0)) && [[ -f $WORK/service.log ]]; then
-    echo "---- service log (last 40 lines)" >&2
-    tail -n 40 "$WORK/service.log" >&2
-  fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-# So that Ctrl-C or a CI timeout still runs the cleanup above.
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Polls `cmd...` every 0.1 s until it succeeds; fails after $1 seconds.
-wait_for() {
-  local secs=$1 what=$2 i; shift 2
-  for ((i = 0; i < secs * 10; i++)); do
-    "$@" >/dev/null && return 0
-    sleep 0.1
-  done
-  fail "$what: not within ${secs}s"
-}
-free_port() {
-  node -e "const s = require('node:net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close() })"
-}
-http_status() { # url [curl args...]
-  local url=$1; shift
-  curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" || true
-}
-is_200() { [[ $(http_status "$@") == 200 ]]; }
-alive() { kill -0 "$1" 2>/dev/null; }
+# shellcheck source=.ci/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 step "build (only when dist/ is missing or older than src/)"
 if [[ ! -f $ROOT/dist/server.js ]] || [[ -n $(find "$ROOT/src" -newer "$ROOT/dist/server.js" -print -quit) ]]; then

@@ -15,7 +15,7 @@ import { LogLimiter } from './log-limiter.js'
 import { errors } from './errors.js'
 import { loggerOptions, redactUrl } from './logger.js'
 import { healthRoutes } from './routes/health.js'
-import { makePublisher, type Publisher } from './publish/publisher.js'
+import { DEFAULT_LIMITS, makePublisher, type Publisher } from './publish/publisher.js'
 import { notifyRoute } from './routes/notify.js'
 import { publishRoute } from './routes/publish.js'
 import { Hub } from './sse/hub.js'
@@ -85,7 +85,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     resumer.suspend()
   })
   const publisher = makePublisher((items) => broker.publish(items), {
-    maxEvents: config.publish?.maxEvents ?? 1000,
+    maxEvents: config.publish?.maxEvents ?? DEFAULT_LIMITS.maxEvents,
     maxEventBytes: config.maxEventBytes,
   })
   app.decorate('notifier', { hub, ingest, broker, resumer, publisher })

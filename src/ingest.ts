@@ -13,10 +13,9 @@ export interface IngestStats {
   dropped: Record<DropReason, number>
 }
 
+/** `message` takes a raw channel message: a plain event, or one stored by redis/publish.lua. */
 export interface Ingest extends LiveSink {
   readonly stats: IngestStats
-  /** A raw channel message: a plain event, or one stored by redis/publish.lua. */
-  handle(message: string): void
 }
 
 export function createIngest(hub: Hub, maxEventBytes: number, logs: LogLimiter): Ingest {
@@ -33,23 +32,22 @@ export function createIngest(hub: Hub, maxEventBytes: number, logs: LogLimiter):
     if (position === undefined) hub.deliver([recipient], frame)
     else hub.deliverStored(recipient, { position, frame })
   }
-  const handle = (message: string): void => {
+  const message = (raw: string): void => {
     stats.received++
-    if (isEnvelope(message)) {
+    if (isEnvelope(raw)) {
       // The script's envelope adds a few dozen bytes to the event; the bound is on the whole.
-      if (tooLarge(message, maxEventBytes + 1024)) return drop('too_large', message.length)
-      const parsed = parseEnvelope(message)
-      if (!parsed.ok) return drop(parsed.reason, message.length)
+      if (tooLarge(raw, maxEventBytes + 1024)) return drop('too_large', raw.length)
+      const parsed = parseEnvelope(raw)
+      if (!parsed.ok) return drop(parsed.reason, raw.length)
       return stored(parsed.recipient, parsed.position, parsed.frame)
     }
-    const parsed = parseMessage(message, maxEventBytes)
-    if (!parsed.ok) return drop(parsed.reason, message.length)
+    const parsed = parseMessage(raw, maxEventBytes)
+    if (!parsed.ok) return drop(parsed.reason, raw.length)
     hub.deliver(parsed.recipients, parsed.frame)
   }
   return {
     stats,
-    handle,
-    message: handle,
+    message,
     stored: (recipient, position, frame) => {
       stats.received++
       stored(recipient, position, frame)

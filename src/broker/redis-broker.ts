@@ -2,7 +2,7 @@
 // and one command connection (history reads, publishing). "Up" means both work.
 import { EventEmitter } from 'node:events'
 import { Redis } from 'ioredis'
-import { formatEntryId, formatEventId, parseEntryId, recipientTag } from '../history/event-id.js'
+import { formatEntryId, formatEventId, parseEntryId, recipientTag, START } from '../history/event-id.js'
 import type { HistoryRead, ReadRequest, StoredEvent } from '../history/replay.js'
 import type { LogLimiter } from '../log-limiter.js'
 import { encodeEvent } from '../sse/frame.js'
@@ -109,8 +109,11 @@ export class RedisBroker extends EventEmitter implements Broker {
       return value as Entry[]
     }
     return batch.map(({ recipient, from }) => {
-      const tag = recipientTag(recipient)
-      const range = from === undefined ? [] : next().map((e) => toStored(e, tag))
+      let range: StoredEvent[] = []
+      if (from !== undefined) {
+        const tag = recipientTag(recipient)
+        range = next().map((e) => toStored(e, tag))
+      }
       const newest = next()[0]
       return { range, tip: newest === undefined ? undefined : parseEntryId(newest[0]) }
     })
@@ -125,7 +128,7 @@ export class RedisBroker extends EventEmitter implements Broker {
 }
 
 function toStored([entryId, fields]: Entry, tag: string): StoredEvent {
-  const position = parseEntryId(entryId) ?? { ms: 0, seq: 0 }
+  const position = parseEntryId(entryId) ?? START
   let type = ''
   let data = '{}'
   for (let i = 0; i + 1 < fields.length; i += 2) {

@@ -102,8 +102,8 @@ export class Resumer {
         const epoch = this.#epoch
         const read = await this.opts.broker.read({ recipient: stream.userId, from })
         if (stream.closed) return
-        const decided = decide(from, read, this.opts.historySize)
-        const outcome = forced !== undefined ? this.#resync(forced, decided.position) : decided.resync ? this.#resync('gone', decided.position) : decided
+        let outcome = decide(from, read, this.opts.historySize)
+        if (forced !== undefined || outcome.resync) outcome = this.#resync(forced ?? 'gone', outcome.position)
         forced = undefined
         stream.apply(outcome)
         this.stats.replayed += outcome.replay.length

@@ -56,9 +56,9 @@ export class SseStream implements Scheduled {
    * bounded: past maxBufferBytes the stream is destroyed rather than buffered
    * without limit.
    */
-  send(frame: Buffer | string): void {
+  send(frame: Buffer): void {
     if (this.closed) return
-    if (this.#pending !== null) this.#queue(frame as Buffer, frame.length)
+    if (this.#pending !== null) this.#queue(frame, frame.length)
     else this.#write(frame)
   }
 
