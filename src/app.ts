@@ -9,15 +9,18 @@ import type { JwksTiming } from './auth/jwt.js'
 import type { Broker, LiveSink } from './broker/broker.js'
 import { MemoryBroker } from './broker/memory-broker.js'
 import { RedisBroker } from './broker/redis-broker.js'
-import type { Config } from './config.js'
+import type { Config, TrustProxy } from './config.js'
 import { createIngest, type Ingest } from './ingest.js'
 import { LogLimiter } from './log-limiter.js'
 import { errors } from './errors.js'
 import { loggerOptions, redactUrl } from './logger.js'
+import { createMetrics, type Metrics } from './metrics.js'
 import { healthRoutes } from './routes/health.js'
+import { metricsRoute } from './routes/metrics.js'
 import { DEFAULT_LIMITS, makePublisher, type Publisher } from './publish/publisher.js'
 import { notifyRoute } from './routes/notify.js'
 import { publishRoute } from './routes/publish.js'
+import { Admission } from './sse/admission.js'
 import { Hub } from './sse/hub.js'
 import { Resumer } from './sse/resume.js'
 
@@ -44,6 +47,7 @@ export interface Notifier {
   resumer: Resumer
   /** The in-process publisher: the same validation and storage as POST /publish. */
   publisher: Publisher
+  metrics: Metrics
 }
 
 declare module 'fastify' {
@@ -62,6 +66,17 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     // While draining, /notify and /readyz give their own answers: a bare 503
     // would make a plain EventSource give up for good.
     return503OnClosing: false,
+    // Whether X-Forwarded-For sets request.ip (what the connect rate limit counts by).
+    trustProxy: trustProxy(config.trustProxy),
+    // Slow or stalled clients: the whole request (headers and body) must arrive
+    // in time, and an idle connection is closed. /notify lifts the idle timeout
+    // once its stream is open; a GET's request is complete with its headers.
+    requestTimeout: config.requestTimeoutMs,
+    connectionTimeout: config.requestTimeoutMs,
+    // Node enforces requestTimeout by a sweep (every 30 s by default) over the
+    // connections still receiving a request, not over open streams; sweep often
+    // enough that the timeout means what it says.
+    http: { connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.requestTimeoutMs / 4)) },
   })
   const logs = new LogLimiter(app.log, 10_000, deps.now)
 
@@ -84,11 +99,17 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     // Live events may come back before the catch-up has read what was missed.
     resumer.suspend()
   })
-  const publisher = makePublisher((items) => broker.publish(items), {
-    maxEvents: config.publish?.maxEvents ?? DEFAULT_LIMITS.maxEvents,
-    maxEventBytes: config.maxEventBytes,
-  })
-  app.decorate('notifier', { hub, ingest, broker, resumer, publisher })
+  let published = 0
+  const publisher = makePublisher(
+    async (items) => {
+      const ids = await broker.publish(items)
+      published += items.length
+      return ids
+    },
+    { maxEvents: config.publish?.maxEvents ?? DEFAULT_LIMITS.maxEvents, maxEventBytes: config.maxEventBytes },
+  )
+  const metrics = createMetrics({ hub, ingest, resumer, broker, published: () => published, authMode: config.auth.mode })
+  app.decorate('notifier', { hub, ingest, broker, resumer, publisher, metrics })
 
   app.addHook('onReady', async () => {
     if (broker.kind === 'embedded') {
@@ -113,15 +134,25 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     await app.register(cors, { origin: [...config.corsOrigins], credentials: true, methods: ['GET'] })
   }
   await app.register(healthRoutes, { broker, closing: () => hub.closing })
+  await app.register(metricsRoute, { registry: metrics.registry, token: config.metricsToken })
   await app.register(notifyRoute, {
-    authenticate: createAuthenticator(config, logs, deps),
+    authenticate: createAuthenticator(config, logs, { ...deps, onCacheLookup: metrics.cacheLookup }),
     hub,
     resumer,
+    admission: new Admission(config.limits, hub),
+    limits: config.limits,
+    metrics,
   })
   if (config.publish !== undefined) {
     await app.register(publishRoute, { token: config.publish.token, maxBytes: config.publish.maxBytes, publisher })
   }
   return app
+}
+
+// Fastify reads a hop count as "trust the n nearest proxies"; its types only
+// know the function form of that.
+function trustProxy(value: TrustProxy): boolean | string[] | ((address: string, hop: number) => boolean) {
+  return typeof value === 'number' ? (_address, hop) => hop < value : value
 }
 
 function createBroker(config: Readonly<Config>, sink: LiveSink, logs: LogLimiter, deps: AppDeps): Broker {

@@ -3,6 +3,7 @@
 // that schema so the two cannot drift. A bad value stops start-up with a
 // message naming the variable.
 import { createPublicKey } from 'node:crypto'
+import { isIP } from 'node:net'
 import { Type, type Static } from '@sinclair/typebox'
 import { envSchema } from 'env-schema'
 
@@ -34,16 +35,24 @@ export const EnvSchema = Type.Object({
   /** Largest POST /publish body, in bytes (413 beyond). Default 1048576. */
   PUBLISH_MAX_BYTES: Type.Integer({ default: 1_048_576, minimum: 1024, maximum: 67_108_864 }),
 
-  /** `upstream` (ask an HTTP auth server) or `jwt` (verify locally). Required. */
-  AUTH_MODE: Type.Union([Type.Literal('upstream'), Type.Literal('jwt')]),
+  /** `upstream` (ask an HTTP auth server), `jwt` (verify locally) or `introspection` (RFC 7662). Required. */
+  AUTH_MODE: Type.Union([Type.Literal('upstream'), Type.Literal('jwt'), Type.Literal('introspection')]),
   /** upstream mode: URL called with GET and the client's `Authorization: Bearer <token>`. */
   AUTH_UPSTREAM_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** upstream mode: field of the JSON answer holding the user id. Default `user_id`. */
   AUTH_UPSTREAM_USER_FIELD: Type.String({ default: 'user_id', minLength: 1 }),
-  /** upstream mode: timeout of one upstream call. Default 2000 ms. */
+  /** upstream and introspection modes: timeout of one call to the auth server. Default 2000 ms. */
   AUTH_UPSTREAM_TIMEOUT_MS: Millis(2000, 1),
-  /** upstream mode: how long a positive answer is cached (keyed by token hash). 0 disables. Default 30000 ms. */
+  /** upstream and introspection modes: how long a positive answer is cached (keyed by token hash; never past the token's `exp`). 0 disables. Default 30000 ms. */
   AUTH_CACHE_TTL_MS: Millis(30_000),
+  /** introspection mode: the provider's RFC 7662 endpoint, called with POST `token=<token>`. */
+  INTROSPECTION_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** introspection mode: this service's client id at the provider (HTTP Basic). */
+  INTROSPECTION_CLIENT_ID: Optional(),
+  /** introspection mode: this service's client secret at the provider (HTTP Basic). */
+  INTROSPECTION_CLIENT_SECRET: Optional(),
+  /** introspection mode: member of the introspection answer holding the user id. Default `sub`. */
+  INTROSPECTION_USER_CLAIM: Type.String({ default: 'sub', minLength: 1 }),
   /** jwt mode: HMAC secret (at least 32 characters). */
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
   /** jwt mode: PEM (SPKI) public key. */
@@ -62,6 +71,19 @@ export const EnvSchema = Type.Object({
   AUTH_COOKIE_NAME: Type.String({ default: 'access_token', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" }),
   /** Accept `?access_token=` on /notify (never logged). Default false. */
   AUTH_ALLOW_QUERY_TOKEN: Type.Boolean({ default: false }),
+
+  /** Streams open at once in this process, all users; 503 with Retry-After beyond. Default 10000. */
+  MAX_CONNECTIONS: Type.Integer({ default: 10_000, minimum: 1, maximum: 1_000_000 }),
+  /** Streams open at once for one user in this process; 429 beyond. Default 20. */
+  MAX_CONNECTIONS_PER_USER: Type.Integer({ default: 20, minimum: 1, maximum: 100_000 }),
+  /** /notify requests per minute from one client IP; 429 with Retry-After beyond; 0 disables. Default 60. */
+  CONNECT_RATE_PER_MIN: Type.Integer({ default: 60, minimum: 0, maximum: 1_000_000 }),
+  /** Believe X-Forwarded-For from: `false` (nobody), `true` (anyone), a hop count, or a comma list of proxy IPs/CIDRs. Default false. */
+  TRUST_PROXY: Type.String({ default: 'false', minLength: 1 }),
+  /** Time allowed to receive a whole request (headers and body); a silent connection outside /notify streams is closed after it. Default 10000 ms. */
+  REQUEST_TIMEOUT_MS: Millis(10_000, 100),
+  /** Protects GET /metrics: callers send `Authorization: Bearer <METRICS_TOKEN>`. At least 16 characters. Unset: /metrics is open. */
+  METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
 
   /** Comma list of allowed CORS origins (credentials allowed for them). Default empty: no CORS. */
   CORS_ORIGINS: Type.String({ default: '' }),
@@ -94,6 +116,15 @@ export type JwtKey =
 export type AuthConfig =
   | { mode: 'upstream'; url: string; userField: string; timeoutMs: number; cacheTtlMs: number }
   | {
+      mode: 'introspection'
+      url: string
+      clientId: string
+      clientSecret: string
+      userClaim: string
+      timeoutMs: number
+      cacheTtlMs: number
+    }
+  | {
       mode: 'jwt'
       key: JwtKey
       algorithms: JwtAlgorithm[]
@@ -116,6 +147,16 @@ export interface PublishConfig {
   maxBytes: number
 }
 
+export interface LimitsConfig {
+  maxConnections: number
+  maxConnectionsPerUser: number
+  /** 0: no per-IP connect rate limit. */
+  connectRatePerMin: number
+}
+
+/** Fastify's `trustProxy`: false, true, a hop count, or proxy addresses/CIDRs. */
+export type TrustProxy = boolean | number | string[]
+
 export interface Config {
   host: string
   port: number
@@ -127,6 +168,11 @@ export interface Config {
   /** Undefined: POST /publish is not served. */
   publish: PublishConfig | undefined
   auth: AuthConfig
+  limits: LimitsConfig
+  trustProxy: TrustProxy
+  requestTimeoutMs: number
+  /** Undefined: GET /metrics is open. */
+  metricsToken: string | undefined
   cookieName: string
   allowQueryToken: boolean
   corsOrigins: string[]
@@ -168,6 +214,14 @@ export function loadConfig(source: Record<string, string | undefined> = process.
         ? undefined
         : { token: env.PUBLISH_TOKEN, maxEvents: env.PUBLISH_MAX_EVENTS, maxBytes: env.PUBLISH_MAX_BYTES },
     auth: authConfig(env),
+    limits: {
+      maxConnections: env.MAX_CONNECTIONS,
+      maxConnectionsPerUser: env.MAX_CONNECTIONS_PER_USER,
+      connectRatePerMin: env.CONNECT_RATE_PER_MIN,
+    },
+    trustProxy: trustProxy(env.TRUST_PROXY),
+    requestTimeoutMs: env.REQUEST_TIMEOUT_MS,
+    metricsToken: env.METRICS_TOKEN,
     cookieName: env.AUTH_COOKIE_NAME,
     allowQueryToken: env.AUTH_ALLOW_QUERY_TOKEN,
     corsOrigins: corsOrigins(env.CORS_ORIGINS),
@@ -190,6 +244,21 @@ function authConfig(env: Env): AuthConfig {
       mode: 'upstream',
       url: env.AUTH_UPSTREAM_URL,
       userField: env.AUTH_UPSTREAM_USER_FIELD,
+      timeoutMs: env.AUTH_UPSTREAM_TIMEOUT_MS,
+      cacheTtlMs: env.AUTH_CACHE_TTL_MS,
+    }
+  }
+  if (env.AUTH_MODE === 'introspection') {
+    const missing = (['INTROSPECTION_URL', 'INTROSPECTION_CLIENT_ID', 'INTROSPECTION_CLIENT_SECRET'] as const).filter(
+      (k) => env[k] === undefined,
+    )
+    if (missing.length > 0) throw new ConfigError(`AUTH_MODE=introspection needs ${missing.join(', ')}`)
+    return {
+      mode: 'introspection',
+      url: env.INTROSPECTION_URL as string,
+      clientId: env.INTROSPECTION_CLIENT_ID as string,
+      clientSecret: env.INTROSPECTION_CLIENT_SECRET as string,
+      userClaim: env.INTROSPECTION_USER_CLAIM,
       timeoutMs: env.AUTH_UPSTREAM_TIMEOUT_MS,
       cacheTtlMs: env.AUTH_CACHE_TTL_MS,
     }
@@ -256,6 +325,22 @@ function defaultAlgorithms(key: JwtKey): JwtAlgorithm[] {
     default:
       throw new ConfigError(`JWT_PUBLIC_KEY: unsupported key type ${String(k.asymmetricKeyType)}`)
   }
+}
+
+// `true` believes any X-Forwarded-For, so any client could pick the IP the
+// connect rate limit sees; name the proxies instead when they are known.
+function trustProxy(value: string): TrustProxy {
+  if (value === 'false') return false
+  if (value === 'true') return true
+  if (/^\d+$/.test(value)) return Number(value)
+  const list = value.split(',').map((a) => a.trim()).filter((a) => a !== '')
+  for (const entry of list) {
+    const [addr = '', bits, extra] = entry.split('/')
+    const family = isIP(addr)
+    const ok = extra === undefined && family !== 0 && (bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128)))
+    if (!ok) throw new ConfigError(`TRUST_PROXY: "${entry}" is not true, false, a hop count or an IP address/CIDR`)
+  }
+  return list
 }
 
 function corsOrigins(list: string): string[] {

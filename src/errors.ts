@@ -11,6 +11,12 @@ const NotFound = createError('NOTIFY_NOT_FOUND', 'Route %s:%s not found', 404, E
 const AuthUnavailable = createError('NOTIFY_AUTH_UNAVAILABLE', 'Authentication service unavailable, retry later', 503, Error, false)
 const PublishUnauthorized = createError('NOTIFY_PUBLISH_UNAUTHORIZED', 'Missing or wrong publish token', 401, TypeError, false)
 const PublishUnavailable = createError('NOTIFY_PUBLISH_UNAVAILABLE', 'History store unreachable, retry later', 503, Error, false)
+const MetricsUnauthorized = createError('NOTIFY_METRICS_UNAUTHORIZED', 'Missing or wrong metrics token', 401, TypeError, false)
+const TooManyConnections = createError(
+  'NOTIFY_TOO_MANY_CONNECTIONS', 'This instance holds its maximum of %d streams, retry later', 503, Error, false)
+const TooManyUserStreams = createError(
+  'NOTIFY_TOO_MANY_USER_STREAMS', 'This user already holds the maximum of %d streams', 429, RangeError, false)
+const RateLimited = createError('NOTIFY_RATE_LIMITED', 'Too many connection attempts, retry in %s', 429, RangeError, false)
 const InvalidEvent = createError('NOTIFY_INVALID_EVENT', '%s', 400, TypeError, false)
 const EventTooLarge = createError('NOTIFY_EVENT_TOO_LARGE', '%s', 413, RangeError, false)
 
@@ -27,6 +33,11 @@ export type EventError = ClientError & { details: EventErrorDetails }
 
 /** Seconds a client is told to wait when authentication is unavailable. */
 export const AUTH_RETRY_AFTER_S = 5
+/**
+ * Seconds a client is told to wait when a connection limit is reached: longer
+ * than an outage's, so refused clients spread out instead of coming back together.
+ */
+export const LIMIT_RETRY_AFTER_S = 10
 
 // RFC 6750 section 3: a 401 names the scheme and, when a token was sent, why it failed.
 const REALM = 'Bearer realm="notify"'
@@ -47,6 +58,16 @@ export const errors = {
     withHeaders(new PublishUnauthorized(), { 'www-authenticate': 'Bearer realm="publish"' }),
   // Never 202 for what could not be stored: the publisher retries instead.
   publishUnavailable: (): ClientError => withHeaders(new PublishUnavailable(), { 'retry-after': String(AUTH_RETRY_AFTER_S) }),
+  metricsUnauthorized: (): ClientError =>
+    withHeaders(new MetricsUnauthorized(), { 'www-authenticate': 'Bearer realm="metrics"' }),
+  tooManyConnections: (max: number): ClientError =>
+    withHeaders(new TooManyConnections(max), { 'retry-after': String(LIMIT_RETRY_AFTER_S) }),
+  // Another tab of this user may close; Retry-After keeps a retrying client slow.
+  tooManyUserStreams: (max: number): ClientError =>
+    withHeaders(new TooManyUserStreams(max), { 'retry-after': String(LIMIT_RETRY_AFTER_S) }),
+  /** `seconds` until the client's window resets (the rate limiter also sets Retry-After). */
+  rateLimited: (seconds: number): ClientError =>
+    withHeaders(new RateLimited(`${seconds} s`), { 'retry-after': String(Math.max(1, seconds)) }),
   invalidEvent: (details: EventErrorDetails, why: string): EventError =>
     Object.assign(new InvalidEvent(`${where(details)}: ${why}`), { details }) as EventError,
   eventTooLarge: (details: EventErrorDetails, why: string): EventError =>

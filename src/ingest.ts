@@ -9,6 +9,7 @@ import type { LogLimiter } from './log-limiter.js'
 import type { Hub } from './sse/hub.js'
 
 export interface IngestStats {
+  /** Messages taken off the channel (Redis), valid or not. */
   received: number
   dropped: Record<DropReason, number>
 }
@@ -48,9 +49,7 @@ export function createIngest(hub: Hub, maxEventBytes: number, logs: LogLimiter):
   return {
     stats,
     message,
-    stored: (recipient, position, frame) => {
-      stats.received++
-      stored(recipient, position, frame)
-    },
+    // Already counted where it was published (the embedded broker has no channel).
+    stored,
   }
 }

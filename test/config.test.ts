@@ -25,6 +25,36 @@ t.test('defaults', async (t) => {
     shutdownTimeoutMs: 10000,
     logLevel: 'info',
     auth: { mode: 'upstream', userField: 'user_id', timeoutMs: 2000, cacheTtlMs: 30000 },
+    limits: { maxConnections: 10000, maxConnectionsPerUser: 20, connectRatePerMin: 60 },
+    trustProxy: false,
+    requestTimeoutMs: 10000,
+    metricsToken: undefined,
+  })
+})
+
+t.test('limits: on by default, bounded, the rate limit alone may be 0', async (t) => {
+  t.match(loadConfig({ ...base, CONNECT_RATE_PER_MIN: '0' }).limits, { connectRatePerMin: 0 })
+  fails(t, { ...base, MAX_CONNECTIONS: '0' }, /MAX_CONNECTIONS/, 'MAX_CONNECTIONS=0')
+  fails(t, { ...base, MAX_CONNECTIONS_PER_USER: '0' }, /MAX_CONNECTIONS_PER_USER/, 'MAX_CONNECTIONS_PER_USER=0')
+  fails(t, { ...base, CONNECT_RATE_PER_MIN: '-1' }, /CONNECT_RATE_PER_MIN/, 'negative rate')
+  fails(t, { ...base, REQUEST_TIMEOUT_MS: '10' }, /REQUEST_TIMEOUT_MS/, 'REQUEST_TIMEOUT_MS below 100')
+  fails(t, { ...base, METRICS_TOKEN: 'short' }, /METRICS_TOKEN/, 'short metrics token')
+})
+
+t.test('introspection mode names each missing setting', async (t) => {
+  const intro = { ...base, AUTH_MODE: 'introspection', INTROSPECTION_URL: 'https://idp.example/introspect' }
+  fails(t, intro, /INTROSPECTION_CLIENT_ID, INTROSPECTION_CLIENT_SECRET/, 'no client credentials')
+  fails(t, { ...base, AUTH_MODE: 'introspection' }, /INTROSPECTION_URL/, 'no URL')
+  fails(t, { ...intro, INTROSPECTION_URL: 'ftp://x' }, /INTROSPECTION_URL/, 'not http(s)')
+  const c = loadConfig({ ...intro, INTROSPECTION_CLIENT_ID: 'notify', INTROSPECTION_CLIENT_SECRET: 'secret', AUTH_CACHE_TTL_MS: '5000' })
+  t.same(c.auth, {
+    mode: 'introspection',
+    url: 'https://idp.example/introspect',
+    clientId: 'notify',
+    clientSecret: 'secret',
+    userClaim: 'sub',
+    timeoutMs: 2000,
+    cacheTtlMs: 5000,
   })
 })
 

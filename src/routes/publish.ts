@@ -2,10 +2,10 @@
 // Served only when PUBLISH_TOKEN is set. The token is checked before the body is
 // read; the whole batch is validated before anything is published; 202 means
 // stored (when history is on) and published.
-import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { errors, isEventError } from '../errors.js'
 import type { Publisher } from '../publish/publisher.js'
+import { bearerCheck } from './bearer.js'
 
 export interface PublishRouteDeps {
   token: string
@@ -13,14 +13,8 @@ export interface PublishRouteDeps {
   publisher: Publisher
 }
 
-const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
-
 export async function publishRoute(app: FastifyInstance, deps: PublishRouteDeps): Promise<void> {
-  // Digests have one length whatever the input, so the comparison takes the same
-  // time for every wrong token and does not reveal the real one's length.
-  const expected = digest(`Bearer ${deps.token}`)
-  const authorized = (header: string | undefined): boolean =>
-    header !== undefined && timingSafeEqual(digest(header.trim()), expected)
+  const authorized = bearerCheck(deps.token)
 
   // JSON only (this plugin's scope): a text/plain body would reach the route as a
   // string and be refused as "not an object"; 415 says what is actually wrong.

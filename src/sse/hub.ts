@@ -51,6 +51,11 @@ export class Hub extends EventEmitter {
     return this.#router.users
   }
 
+  /** Open streams of one user. */
+  countOf(userId: string): number {
+    return this.#router.streamsOf(userId)?.size ?? 0
+  }
+
   get pendingExpiries(): number {
     return this.#expiries.size
   }

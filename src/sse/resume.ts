@@ -17,7 +17,7 @@ export interface ResumeStats {
   /** Stored events written from history (replay on connect and catch-up). */
   replayed: number
   resyncs: Record<ResyncReason, number>
-  /** Catch-up rounds started (one per broker recovery). */
+  /** Catch-up rounds started (one per broker recovery; the first connection is none). */
   catchUps: number
   /** Streams sent away with `retry:` because the history could not be read. */
   unavailable: number
@@ -86,7 +86,7 @@ export class Resumer {
   catchUp(): void {
     if (this.opts.historySize === 0) return
     this.#epoch++
-    this.stats.catchUps++
+    if (this.#epoch > 1) this.stats.catchUps++
     for (const stream of this.opts.hub.streams()) {
       // A held stream that is not suspended has a read in flight; it sees the new epoch and reads again.
       if (stream.held && !this.#suspended.has(stream)) continue

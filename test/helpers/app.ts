@@ -54,6 +54,9 @@ export async function build(t: Teardown, opts: BuildOptions = {}): Promise<Built
     HOST: '127.0.0.1',
     PORT: '0',
     LOG_LEVEL: 'debug',
+    // Suites open many streams from 127.0.0.1 within a minute; test/limits.test.ts
+    // turns the per-IP connect rate limit back on.
+    CONNECT_RATE_PER_MIN: '0',
     ...opts.env,
   })
   let raw = ''
