@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import { request } from 'node:http'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { startRedis, startUpstream } from './lib.js'
+import { CAPACITY, startRedis, startUpstream } from './lib.js'
 
 const ROUNDS = Number(process.argv[2] ?? 10)
 const PER_ROUND = Number(process.argv[3] ?? 3000)
@@ -22,6 +22,7 @@ async function main(): Promise<void> {
     HOST: '127.0.0.1',
     PORT: '0',
     LOG_LEVEL: 'silent',
+    ...CAPACITY,
     // Cache off: every connect costs an upstream call, the worst case for churn.
     AUTH_CACHE_TTL_MS: '0',
   })

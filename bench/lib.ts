@@ -41,11 +41,17 @@ export async function startUpstream(): Promise<string> {
   return `http://127.0.0.1:${(server.address() as { port: number }).port}/me`
 }
 
+/**
+ * Benchmarks measure capacity from a few loopback addresses: the per-IP connect
+ * rate and the total cap, which protect a production instance, would stop them.
+ */
+export const CAPACITY = { CONNECT_RATE_PER_MIN: '0', MAX_CONNECTIONS: '1000000' }
+
 export async function startService(env: Record<string, string>): Promise<{ proc: ChildProcess; port: number }> {
   const server = fileURLToPath(new URL('../dist/server.js', import.meta.url))
   const port = await freePort()
   const proc = spawn(process.execPath, [server], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env },
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...CAPACITY, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   children.push(proc)
