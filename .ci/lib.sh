@@ -6,16 +6,20 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d)
 pids=()
 
+# fd 3 is this script's stderr: `fail` may run inside `wait_for`, whose command
+# output goes to /dev/null, and the exit trap then inherits that redirection.
+exec 3>&2
+
 step() { printf '\n---- %s\n' "$*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() { echo "FAIL: $*" >&3; exit 1; }
 
 cleanup() {
   local rc=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if ((rc != 0)) && [[ -f $WORK/service.log ]]; then
-    echo "---- service log (last 40 lines)" >&2
-    tail -n 40 "$WORK/service.log" >&2
+    echo "---- service log (last 40 lines)" >&3
+    tail -n 40 "$WORK/service.log" >&3
   fi
   rm -rf "$WORK"
   exit "$rc"

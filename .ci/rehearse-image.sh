@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Rehearses the Dockerfile's runtime stage without a Docker engine: package.json,
 # package-lock.json and dist/ alone in a clean directory, `npm ci --omit=dev`,
-# NODE_ENV=production, `node dist/server.js` with the compose file's settings, next
-# to a real redis-server and the demo auth upstream. Then it checks the image's
-# HEALTHCHECK command, delivers one event end to end, and stops the service with
-# SIGTERM, which must exit 0. Catches what `npm test` cannot: a runtime import of
-# a dev dependency, a file missing from dist/, a broken entry point or shutdown.
-# Not rehearsed: the non-root user, the base image itself.
+# NODE_ENV=production, `node dist/server.js` in an environment holding only the
+# notify service's `environment:` from docker-compose.yml (as `docker-compose
+# config` resolves it), next to a real redis-server and the demo auth upstream.
+# Outside Docker only these differ: the compose service names in URLs (`redis`,
+# `auth`) become 127.0.0.1 with the rehearsal's ports, and HOST/PORT are the
+# rehearsal's. Then it checks the image's HEALTHCHECK command, delivers one event
+# end to end, and stops the service with SIGTERM, which must exit 0. Catches what
+# `npm test` cannot: a runtime import of a dev dependency, a file missing from
+# dist/, a broken entry point or shutdown, a compose environment the service
+# refuses. Not rehearsed: the non-root user, the base image itself.
 # shellcheck source=.ci/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -34,13 +38,61 @@ PORT=$APORT node "$ROOT/examples/auth-upstream/server.mjs" >"$WORK/auth.log" 2>&
 pids+=($!)
 wait_for 5 "auth upstream on :$APORT" is_200 "http://127.0.0.1:$APORT/healthz"
 
-step "start the service as the image does (node dist/server.js, NODE_ENV=production)"
+step "the notify service's environment, from docker-compose.yml"
+# `docker-compose config` resolves the file as Compose does (interpolation such as
+# ${PUBLISH_TOKEN:-...}, a .env file); python3 and PyYAML come with docker-compose.
+# Prints KEY=VALUE entries, NUL-separated (values may hold newlines, e.g. a PEM key).
+docker-compose -f "$ROOT/docker-compose.yml" config >"$WORK/compose.yml" || fail "docker-compose config failed"
+python3 - "$WORK/compose.yml" "redis=127.0.0.1:$RPORT" "auth=127.0.0.1:$APORT" >"$WORK/notify.env" <<'PY' || fail "cannot take the notify environment from docker-compose.yml"
+import re, sys, yaml
+services = yaml.safe_load(open(sys.argv[1]))["services"]
+where = dict(arg.split("=", 1) for arg in sys.argv[2:])  # compose service -> host:port here
+env = services["notify"].get("environment") or {}
+if isinstance(env, list):
+    env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+
+def rehost(match):
+    name = match.group(2)
+    if name in where:
+        return match.group(1) + where[name]
+    if name in services:
+        sys.exit(f"no rehearsal address for the compose service {name!r} (in {match.group(0)})")
+    return match.group(0)
+
+for key, value in env.items():
+    # HOST and PORT are the rehearsal's; a bare name without a value is taken
+    # from the shell that runs compose, and is unset here.
+    if key in ("HOST", "PORT") or value is None:
+        continue
+    # scheme://[user:password@]host[:port]
+    value = re.sub(r"(//(?:[^@/\s]*@)?)([A-Za-z0-9_.-]+)(:[0-9]+)?", rehost, str(value))
+    sys.stdout.write(f"{key}={value}\0")
+PY
+compose_env=()
+while IFS= read -r -d '' entry; do compose_env+=("$entry"); done <"$WORK/notify.env"
+((${#compose_env[@]})) || fail "docker-compose.yml: the notify service has no environment"
+# Shown without values of secrets.
+for entry in "${compose_env[@]}"; do
+  if [[ ${entry%%=*} =~ TOKEN|SECRET|PASSWORD|KEY ]]; then echo "${entry%%=*}=(set)"; else echo "$entry"; fi
+done
+compose_value() { # name: its value in the compose environment, or empty
+  local entry
+  for entry in "${compose_env[@]}"; do
+    if [[ ${entry%%=*} == "$1" ]]; then printf '%s' "${entry#*=}"; fi
+  done
+}
+PUBLISH_TOKEN=$(compose_value PUBLISH_TOKEN)
+[[ -n $PUBLISH_TOKEN ]] || fail "docker-compose.yml: the notify service sets no PUBLISH_TOKEN; the rehearsal publishes with it"
+CHANNEL=$(compose_value NOTIFY_CHANNEL)
+CHANNEL=${CHANNEL:-notifications}
+
+step "start the service as the image does (node dist/server.js, NODE_ENV=production, the compose environment)"
 PORT=$(free_port)
 BASE=http://127.0.0.1:$PORT
 cd "$WORK/app"
-NODE_ENV=production HOST=127.0.0.1 PORT=$PORT \
-  REDIS_URL=redis://127.0.0.1:$RPORT AUTH_MODE=upstream AUTH_UPSTREAM_URL=http://127.0.0.1:$APORT/me \
-  PUBLISH_TOKEN=ci-publish-token-0123456789 \
+# env -i: nothing from this shell leaks in; NODE_ENV is the image's ENV, which
+# Compose's environment may override, as in a container.
+env -i PATH="$PATH" HOME="$HOME" NODE_ENV=production "${compose_env[@]}" HOST=127.0.0.1 PORT="$PORT" \
   node dist/server.js >"$WORK/service.log" 2>&1 &
 SVC=$!
 pids+=("$SVC")
@@ -71,13 +123,13 @@ step "one event end to end"
 curl -sN -H 'Authorization: Bearer demo-42' "$BASE/notify" >"$WORK/stream.txt" 2>&1 &
 pids+=($!)
 wait_for 5 "stream opened (retry: received)" grep -q '^retry:' "$WORK/stream.txt"
-receivers=$(redis-cli -p "$RPORT" PUBLISH notifications '{"recipient_id":"42","type":"ci.check","ok":true}')
+receivers=$(redis-cli -p "$RPORT" PUBLISH "$CHANNEL" '{"recipient_id":"42","type":"ci.check","ok":true}')
 [[ $receivers == 1 ]] || fail "PUBLISH reached $receivers subscribers, expected 1"
 wait_for 5 "event delivered" grep -q '^event: ci.check' "$WORK/stream.txt"
 grep -q '^data: .*"recipient_id":"42"' "$WORK/stream.txt" || fail "data line missing"
 
 step "POST /publish: stored with an id (the Lua script from redis/), delivered"
-answer=$(curl -s --max-time 5 -X POST "$BASE/publish" -H 'Authorization: Bearer ci-publish-token-0123456789' \
+answer=$(curl -s --max-time 5 -X POST "$BASE/publish" -H "Authorization: Bearer $PUBLISH_TOKEN" \
   -H 'content-type: application/json' -d '{"recipient_id":42,"type":"ci.stored"}')
 echo "$answer"
 [[ $answer == *'"id":"'* ]] || fail "POST /publish: no id in $answer"
