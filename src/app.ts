@@ -6,6 +6,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 import { createAuthenticator } from './auth/authenticate.js'
 import type { JwksTiming } from './auth/jwt.js'
+import type { CacheLookup } from './auth/principal.js'
 import type { Broker, LiveSink } from './broker/broker.js'
 import { MemoryBroker } from './broker/memory-broker.js'
 import { RedisBroker } from './broker/redis-broker.js'
@@ -37,6 +38,8 @@ export interface AppDeps {
   now?: () => number
   /** JWKS fetch timeout and refetch cooldown (jwt mode with JWT_JWKS_URL). */
   jwks?: JwksTiming
+  /** Told of every auth cache lookup (upstream and introspection modes), besides the metrics. */
+  onCacheLookup?: (result: CacheLookup) => void
 }
 
 /** What the app exposes to the server entry and to tests. */
@@ -136,7 +139,13 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   await app.register(healthRoutes, { broker, closing: () => hub.closing })
   await app.register(metricsRoute, { registry: metrics.registry, token: config.metricsToken })
   await app.register(notifyRoute, {
-    authenticate: createAuthenticator(config, logs, { ...deps, onCacheLookup: metrics.cacheLookup }),
+    authenticate: createAuthenticator(config, logs, {
+      ...deps,
+      onCacheLookup: (result) => {
+        metrics.cacheLookup(result)
+        deps.onCacheLookup?.(result)
+      },
+    }),
     hub,
     resumer,
     admission: new Admission(config.limits, hub),

@@ -53,6 +53,8 @@ export const EnvSchema = Type.Object({
   INTROSPECTION_CLIENT_SECRET: Optional(),
   /** introspection mode: member of the introspection answer holding the user id. Default `sub`. */
   INTROSPECTION_USER_CLAIM: Type.String({ default: 'sub', minLength: 1 }),
+  /** introspection mode: required value in the answer's `aud`, checked when set (RFC 7662 section 4). */
+  INTROSPECTION_AUDIENCE: Optional(),
   /** jwt mode: HMAC secret (at least 32 characters). */
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
   /** jwt mode: PEM (SPKI) public key. */
@@ -121,6 +123,7 @@ export type AuthConfig =
       clientId: string
       clientSecret: string
       userClaim: string
+      audience?: string
       timeoutMs: number
       cacheTtlMs: number
     }
@@ -259,6 +262,7 @@ function authConfig(env: Env): AuthConfig {
       clientId: env.INTROSPECTION_CLIENT_ID as string,
       clientSecret: env.INTROSPECTION_CLIENT_SECRET as string,
       userClaim: env.INTROSPECTION_USER_CLAIM,
+      ...(env.INTROSPECTION_AUDIENCE !== undefined && { audience: env.INTROSPECTION_AUDIENCE }),
       timeoutMs: env.AUTH_UPSTREAM_TIMEOUT_MS,
       cacheTtlMs: env.AUTH_CACHE_TTL_MS,
     }

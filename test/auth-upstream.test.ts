@@ -2,10 +2,17 @@
 // from, 401 versus 503, single-flight, caching and connection reuse.
 import { once } from 'node:events'
 import { type IncomingMessage, request } from 'node:http'
+import type { FastifyRequest } from 'fastify'
+import { pino } from 'pino'
 import t from 'tap'
+import { createAuthenticator } from '../src/auth/authenticate.js'
+import type { CacheLookup } from '../src/auth/principal.js'
+import { loadConfig } from '../src/config.js'
+import { LogLimiter } from '../src/log-limiter.js'
 import { build, type Built } from './helpers/app.js'
 import { freePort } from './helpers/redis.js'
 import { openStream, type TestStream } from './helpers/sse.js'
+import { startUpstream } from './helpers/upstream.js'
 
 // Tests wait on stream events; a regression that leaves one waiting is reported against that test.
 const WAIT = { timeout: 15_000 }
@@ -258,6 +265,37 @@ t.test('AUTH_CACHE_TTL_MS=0: every connect asks the upstream', WAIT, async (t) =
     stream.close()
   }
   t.equal(s.upstream.calls.get('user-nc'), 3)
+})
+
+t.test('onCacheLookup reports miss, hit and shared; AUTH_CACHE_TTL_MS=0 never hits', WAIT, async (t) => {
+  const upstream = await startUpstream(t)
+  // The authenticator itself, as the app builds it, with the callback the app's metrics use.
+  const authenticator = (env: Record<string, string>) => {
+    const lookups: CacheLookup[] = []
+    const config = loadConfig({ AUTH_MODE: 'upstream', AUTH_UPSTREAM_URL: upstream.url, ...env })
+    const authenticate = createAuthenticator(config, new LogLimiter(pino({ level: 'silent' })), {
+      onCacheLookup: (r) => lookups.push(r),
+    })
+    const as = (token: string) =>
+      authenticate({ headers: { authorization: `Bearer ${token}` }, cookies: {}, query: {} } as unknown as FastifyRequest)
+    return { as, lookups }
+  }
+  const cached = authenticator({})
+  t.match(await cached.as('user-e'), { userId: 'e' })
+  t.match(await cached.as('user-e'), { userId: 'e' })
+  t.same(cached.lookups, ['miss', 'hit'])
+  const three = await Promise.all([cached.as('slow-200-f'), cached.as('slow-200-f'), cached.as('slow-200-f')])
+  t.same(three.map((p) => p.userId), ['f', 'f', 'f'])
+  t.same(cached.lookups, ['miss', 'hit', 'miss', 'shared', 'shared'])
+  t.equal(upstream.calls.get('slow-200-f'), 1)
+  await t.rejects(cached.as('nobody'), /Invalid or expired token/)
+  await t.rejects(cached.as('nobody'), /Invalid or expired token/)
+  t.same(cached.lookups.slice(-2), ['miss', 'miss'], 'a refusal is not cached')
+
+  const uncached = authenticator({ AUTH_CACHE_TTL_MS: '0' })
+  await uncached.as('user-e')
+  await Promise.all([uncached.as('user-e'), uncached.as('user-e')])
+  t.same(uncached.lookups, ['miss', 'miss', 'shared'], 'no cache, but concurrent checks still share a call')
 })
 
 t.test('negative answers are not cached', WAIT, async (t) => {

@@ -4,7 +4,6 @@ export class TtlCache<V> {
   readonly #entries = new Map<string, { value: V; expiresAt: number }>()
 
   constructor(
-    private readonly ttlMs: number,
     private readonly maxEntries: number,
     private readonly now: () => number = Date.now,
   ) {}
@@ -23,13 +22,14 @@ export class TtlCache<V> {
     return entry.value
   }
 
-  set(key: string, value: V): void {
-    if (this.ttlMs <= 0) return
+  /** Keeps `value` for `ttlMs`; a TTL of 0 or less stores nothing. */
+  set(key: string, value: V, ttlMs: number): void {
+    if (!(ttlMs > 0)) return
     this.#entries.delete(key)
     if (this.#entries.size >= this.maxEntries) {
       const oldest = this.#entries.keys().next()
       if (oldest.done !== true) this.#entries.delete(oldest.value)
     }
-    this.#entries.set(key, { value, expiresAt: this.now() + this.ttlMs })
+    this.#entries.set(key, { value, expiresAt: this.now() + ttlMs })
   }
 }

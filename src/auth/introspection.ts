@@ -1,0 +1,102 @@
+// Introspection mode: ask the identity provider about each token through its
+// RFC 7662 endpoint, authenticated as this service's own client. Positive
+// answers are cached (never past the token's exp) and concurrent checks of one
+// token share one call (cached.ts); the global fetch keeps connections alive.
+import type { AuthConfig } from '../config.js'
+import { errors, isClientError } from '../errors.js'
+import type { LogLimiter } from '../log-limiter.js'
+import { withCache } from './cached.js'
+import { describe, member, readJson, release } from './http-json.js'
+import { judgeIntrospection } from './introspection-answer.js'
+import type { CacheLookup, Principal, Verifier } from './principal.js'
+
+type IntrospectionConfig = Extract<AuthConfig, { mode: 'introspection' }>
+
+export interface IntrospectionOptions extends Omit<IntrospectionConfig, 'mode'> {
+  fetch?: typeof fetch
+  now?: () => number
+  onCacheLookup?: (result: CacheLookup) => void
+  logs: LogLimiter
+}
+
+/**
+ * client_secret_basic (RFC 6749 section 2.3.1): id and secret are each
+ * form-urlencoded before being joined and base64-encoded, so a secret holding
+ * `:`, `+` or `%` reaches the provider intact.
+ */
+export function basicCredentials(clientId: string, clientSecret: string): string {
+  const encode = (s: string) => new URLSearchParams([['', s]]).toString().slice(1)
+  return `Basic ${Buffer.from(`${encode(clientId)}:${encode(clientSecret)}`).toString('base64')}`
+}
+
+export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifier {
+  const doFetch = opts.fetch ?? fetch
+  const now = opts.now ?? Date.now
+  const { logs } = opts
+  const headers = {
+    authorization: basicCredentials(opts.clientId, opts.clientSecret),
+    accept: 'application/json',
+    'content-type': 'application/x-www-form-urlencoded',
+  }
+
+  async function ask(token: string): Promise<Principal> {
+    let res: Response
+    try {
+      res = await doFetch(opts.url, {
+        method: 'POST',
+        headers,
+        body: new URLSearchParams({ token, token_type_hint: 'access_token' }).toString(),
+        // A redirect would replay our client credentials elsewhere; a moved
+        // endpoint is a configuration error, reported below by its status.
+        redirect: 'manual',
+        signal: AbortSignal.timeout(opts.timeoutMs),
+      })
+    } catch (err) {
+      logs.write('warn', 'introspection-unreachable', { err: describe(err) }, 'introspection endpoint unreachable or timed out')
+      throw errors.authUnavailable()
+    }
+    try {
+      return await answer(res)
+    } catch (err) {
+      if (isClientError(err)) throw err
+      logs.write('warn', 'introspection-body', { err: describe(err) }, 'introspection answer could not be read')
+      throw errors.authUnavailable()
+    } finally {
+      await release(res)
+    }
+  }
+
+  async function answer(res: Response): Promise<Principal> {
+    if (res.status === 401 || res.status === 403) {
+      // The provider refused *us*: every connect fails until the config is fixed.
+      logs.write('error', 'introspection-client-refused', { status: res.status, clientId: opts.clientId },
+        'introspection endpoint refused this service\'s client credentials: check INTROSPECTION_CLIENT_ID and INTROSPECTION_CLIENT_SECRET')
+      throw errors.authUnavailable()
+    }
+    if (res.status === 400 && member(await readJson(res), 'error') === 'unsupported_token_type') {
+      // oidc-provider's answer for a JWT it will not introspect: about the token, not us.
+      throw errors.tokenRejected()
+    }
+    if (res.status !== 200) {
+      logs.write('warn', 'introspection-status', { status: res.status }, 'introspection endpoint answered with an unexpected status')
+      throw errors.authUnavailable()
+    }
+    const verdict = judgeIntrospection(await readJson(res), opts, now())
+    if ('principal' in verdict) return verdict.principal
+    if (verdict.refused === 'no-user') {
+      // The provider vouches for the token, so this is a 401, not an outage:
+      // a client-credentials token has no user, and a 503 would have the browser
+      // retry a token that can never work. Logged as an error because the same
+      // refusal for every token means INTROSPECTION_USER_CLAIM names a member
+      // the provider does not send.
+      logs.write('error', 'introspection-no-user', { claim: opts.userClaim },
+        'active token without a usable user id in the configured claim; refused')
+    } else if (verdict.refused === 'untyped') {
+      logs.write('warn', 'introspection-untyped', {},
+        'active token without token_type (a refresh token, or a provider that never sends it); refused')
+    }
+    throw errors.tokenRejected()
+  }
+
+  return withCache(ask, { ttlMs: opts.cacheTtlMs, now, onCacheLookup: opts.onCacheLookup })
+}
