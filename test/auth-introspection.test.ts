@@ -12,24 +12,13 @@ import { LogLimiter } from '../src/log-limiter.js'
 import { build, type Built } from './helpers/app.js'
 import { hubSize } from './helpers/hub.js'
 import { RESOURCES, SERVICE_CLIENT, startOidc, type TestOidc } from './helpers/oidc.js'
-import { openStream, type TestStream } from './helpers/sse.js'
+import { openStream } from './helpers/sse.js'
+import { bearer, deliversTo, errorCode } from './helpers/probe.js'
 
 // Tests wait on stream events; a regression that leaves one waiting is reported against that test.
 const WAIT = { timeout: 15_000 }
 const INTROSPECT = '/token/introspection'
 
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
-
-function errorCode(stream: TestStream): string {
-  return (JSON.parse(stream.body) as { code: string }).code
-}
-
-/** Proves a stream belongs to `userId`: an event for that user arrives on it. */
-async function deliversTo(s: Built, stream: TestStream, userId: string): Promise<string | undefined> {
-  await s.store({ recipient_id: userId, type: 'probe' })
-  const [e] = await stream.nextEvents(1)
-  return e?.event
-}
 
 interface Teardown {
   teardown(fn: () => unknown): void

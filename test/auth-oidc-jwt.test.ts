@@ -6,7 +6,8 @@ import t from 'tap'
 import type { AppDeps } from '../src/app.js'
 import { build, type Built } from './helpers/app.js'
 import { RESOURCES, startOidc, type TestOidc } from './helpers/oidc.js'
-import { openStream, type TestStream } from './helpers/sse.js'
+import { openStream } from './helpers/sse.js'
+import { bearer, deliversTo, errorCode } from './helpers/probe.js'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -16,18 +17,6 @@ interface Teardown {
 const WAIT = { timeout: 15_000 }
 const JWKS = '/jwks'
 
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
-
-function errorCode(stream: TestStream): string {
-  return (JSON.parse(stream.body) as { code: string }).code
-}
-
-/** Proves a stream belongs to `userId`: an event for that user arrives on it. */
-async function deliversTo(s: Built, stream: TestStream, userId: string): Promise<string | undefined> {
-  await s.store({ recipient_id: userId, type: 'probe' })
-  const [e] = await stream.nextEvents(1)
-  return e?.event
-}
 
 // No refetch cooldown, so an unknown kid is looked up at once (production waits up to 30 s).
 async function setup(t: Teardown, deps: AppDeps = { jwks: { cooldownMs: 0 } }): Promise<{ s: Built; oidc: TestOidc }> {

@@ -10,6 +10,7 @@ import type { RedisBroker } from '../src/broker/redis-broker.js'
 import { loadConfig } from '../src/config.js'
 import type { SseStream } from '../src/sse/stream.js'
 import { type Built, build } from './helpers/app.js'
+import { openStalled } from './helpers/hub.js'
 import { type Metrics, metricsOf, scrape } from './helpers/metrics.js'
 import { startRedis } from './helpers/redis.js'
 import { openStream } from './helpers/sse.js'
@@ -255,17 +256,10 @@ t.test('a message with recipient_ids counts once received, once delivered per st
 
 t.test('a slow consumer closed: closed{slow}=1; every channel message counted', async (t) => {
   const s = await build(t, { env: { SSE_MAX_BUFFER_BYTES: '65536', MAX_EVENT_BYTES: '16384' } })
-  const { port } = new URL(s.base)
   const healthy = await openStream(t, `${s.base}/notify`, auth('user-fast'))
 
   // A raw socket that sends its request and then never reads.
-  const stalled = connect(Number(port), '127.0.0.1')
-  t.teardown(() => stalled.destroy())
-  await once(stalled, 'connect')
-  const opened = once(s.app.notifier.hub, 'open')
-  stalled.write('GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user-slow\r\n\r\n')
-  await opened
-  stalled.pause()
+  await openStalled(t, s, 'user-slow')
 
   const closed = closedStream(s, 'slow')
   let done = false

@@ -1,25 +1,17 @@
 // A client that does not read is closed once its unsent bytes pass
 // SSE_MAX_BUFFER_BYTES; other users are not affected.
-import { once } from 'node:events'
-import { connect } from 'node:net'
 import t from 'tap'
 import type { SseStream } from '../src/sse/stream.js'
 import { build } from './helpers/app.js'
+import { openStalled } from './helpers/hub.js'
 import { openStream } from './helpers/sse.js'
 
 t.test('a stalled reader is disconnected; a healthy one keeps receiving', async (t) => {
   const s = await build(t, { env: { SSE_MAX_BUFFER_BYTES: '65536', MAX_EVENT_BYTES: '16384' } })
-  const { port } = new URL(s.base)
   const healthy = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-fast' })
 
   // A raw socket that sends its request and then never reads.
-  const stalled = connect(Number(port), '127.0.0.1')
-  t.teardown(() => stalled.destroy())
-  await once(stalled, 'connect')
-  const opened = once(s.app.notifier.hub, 'open')
-  stalled.write('GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user-slow\r\n\r\n')
-  await opened
-  stalled.pause()
+  await openStalled(t, s, 'user-slow')
 
   const closed = new Promise<string>((resolve) => {
     s.app.notifier.hub.on('close', (stream: SseStream, reason: string) => {
