@@ -78,8 +78,13 @@ export const EnvSchema = Type.Object({
   MAX_CONNECTIONS: Type.Integer({ default: 10_000, minimum: 1, maximum: 1_000_000 }),
   /** Streams open at once for one user in this process; 429 beyond. Default 20. */
   MAX_CONNECTIONS_PER_USER: Type.Integer({ default: 20, minimum: 1, maximum: 100_000 }),
-  /** /notify requests per minute from one client IP; 429 with Retry-After beyond; 0 disables. Default 60. */
-  CONNECT_RATE_PER_MIN: Type.Integer({ default: 60, minimum: 0, maximum: 1_000_000 }),
+  /**
+   * /notify requests per minute from one client IP; 429 with Retry-After beyond;
+   * 0 disables. Default 300: one client looping costs at most 5 auth checks a
+   * second, while an office behind one NAT address can still reconnect at once
+   * after a deploy.
+   */
+  CONNECT_RATE_PER_MIN: Type.Integer({ default: 300, minimum: 0, maximum: 1_000_000 }),
   /** Believe X-Forwarded-For from: `false` (nobody), `true` (anyone), a hop count, or a comma list of proxy IPs/CIDRs. Default false. */
   TRUST_PROXY: Type.String({ default: 'false', minLength: 1 }),
   /** Time allowed to receive a whole request (headers and body); a silent connection outside /notify streams is closed after it. Default 10000 ms. */

@@ -25,7 +25,7 @@ t.test('defaults', async (t) => {
     shutdownTimeoutMs: 10000,
     logLevel: 'info',
     auth: { mode: 'upstream', userField: 'user_id', timeoutMs: 2000, cacheTtlMs: 30000 },
-    limits: { maxConnections: 10000, maxConnectionsPerUser: 20, connectRatePerMin: 60 },
+    limits: { maxConnections: 10000, maxConnectionsPerUser: 20, connectRatePerMin: 300 },
     trustProxy: false,
     requestTimeoutMs: 10000,
     metricsToken: undefined,

@@ -194,17 +194,17 @@ t.test('CONNECT_RATE_PER_MIN: every /notify request counts; beyond, 429 before a
   t.same(authObservations(m), { 'upstream/ok': 2, 'upstream/unauthorized': 1 }, 'refused requests are not observed')
 })
 
-t.test('CONNECT_RATE_PER_MIN is on by default (60)', async (t) => {
+t.test('CONNECT_RATE_PER_MIN is on by default (300)', async (t) => {
   // Passing the default explicitly would prove nothing: remove the helper's override.
   const s = await build(t, { env: { CONNECT_RATE_PER_MIN: '' } })
   const url = `${s.base}/notify`
-  for (let i = 0; i < 60; i++) {
+  for (let i = 0; i < 300; i++) {
     const st = await openStream(t, url, auth('nope'))
     if (st.status !== 401) t.fail(`request ${i + 1}: ${st.status} ${st.body}`)
   }
   refused(t, await openStream(t, url, auth('nope')), 429, 'NOTIFY_RATE_LIMITED', 60)
   const m = await metricsOf(s.base)
-  t.same(m.by('notify_streams_opened_total', 'outcome'), outcomes({ unauthorized: 60, limited: 1 }))
+  t.same(m.by('notify_streams_opened_total', 'outcome'), outcomes({ unauthorized: 300, limited: 1 }))
 })
 
 for (const trust of ['false', '10.9.9.9']) {
@@ -239,7 +239,7 @@ const base = { AUTH_MODE: 'upstream', AUTH_UPSTREAM_URL: 'http://127.0.0.1:9000/
 
 t.test('limits config: defaults and bounds', async (t) => {
   const c = loadConfig(base)
-  t.same(c.limits, { maxConnections: 10_000, maxConnectionsPerUser: 20, connectRatePerMin: 60 })
+  t.same(c.limits, { maxConnections: 10_000, maxConnectionsPerUser: 20, connectRatePerMin: 300 })
   t.equal(c.trustProxy, false)
   t.equal(loadConfig({ ...base, CONNECT_RATE_PER_MIN: '0' }).limits.connectRatePerMin, 0, '0 disables')
   t.same(loadConfig({ ...base, MAX_CONNECTIONS: '5', MAX_CONNECTIONS_PER_USER: '2', CONNECT_RATE_PER_MIN: '7' }).limits, {
