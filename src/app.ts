@@ -73,7 +73,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     trustProxy: trustProxy(config.trustProxy),
     // Slow or stalled clients: the whole request (headers and body) must arrive
     // in time, and an idle connection is closed. /notify lifts the idle timeout
-    // once its stream is open; a GET's request is complete with its headers.
+    // as it starts (auth has its own); a GET's request is complete with its headers.
     requestTimeout: config.requestTimeoutMs,
     connectionTimeout: config.requestTimeoutMs,
     // Node enforces requestTimeout by a sweep (every 30 s by default) over the

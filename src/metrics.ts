@@ -57,20 +57,16 @@ export function createMetrics(src: MetricSources): Metrics {
     registers,
   })
   for (const outcome of OPEN_OUTCOMES) opened.inc({ outcome }, 0)
-  mirror(registry, 'notify_streams_closed_total', 'Streams closed, by reason (slow: slow consumer).', 'reason', () => src.hub.stats.closed)
-  mirror(registry, 'notify_events_received_total', 'Events received, by source.', 'source', () => ({
+  mirrorBy(registry, 'notify_streams_closed_total', 'Streams closed, by reason (slow: slow consumer).', 'reason', () => src.hub.stats.closed)
+  mirrorBy(registry, 'notify_events_received_total', 'Events received, by source.', 'source', () => ({
     redis: src.ingest.stats.received,
     publish: src.published(),
   }))
-  mirror(registry, 'notify_events_dropped_total', 'Channel messages dropped as invalid, by reason.', 'reason', () => src.ingest.stats.dropped)
-  mirror(registry, 'notify_deliveries_total', 'Live event frames written to streams.', undefined, () => ({ '': src.hub.stats.deliveries }))
-  mirror(registry, 'notify_events_replayed_total', 'Events sent from history (reconnects and catch-ups).', undefined, () => ({
-    '': src.resumer.stats.replayed,
-  }))
-  mirror(registry, 'notify_resyncs_total', 'resync events sent, by reason.', 'reason', () => src.resumer.stats.resyncs)
-  mirror(registry, 'notify_catch_ups_total', 'Catch-ups from history after the broker came back.', undefined, () => ({
-    '': src.resumer.stats.catchUps,
-  }))
+  mirrorBy(registry, 'notify_events_dropped_total', 'Channel messages dropped as invalid, by reason.', 'reason', () => src.ingest.stats.dropped)
+  mirror(registry, 'notify_deliveries_total', 'Live event frames written to streams.', () => src.hub.stats.deliveries)
+  mirror(registry, 'notify_events_replayed_total', 'Events sent from history (reconnects and catch-ups).', () => src.resumer.stats.replayed)
+  mirrorBy(registry, 'notify_resyncs_total', 'resync events sent, by reason.', 'reason', () => src.resumer.stats.resyncs)
+  mirror(registry, 'notify_catch_ups_total', 'Catch-ups from history after the broker came back.', () => src.resumer.stats.catchUps)
 
   const authTime = new Histogram({
     name: 'notify_auth_duration_seconds',
@@ -108,22 +104,30 @@ function gauge(registry: Registry, name: string, help: string, read: () => numbe
   })
 }
 
-/**
- * A counter whose values are kept elsewhere (a stats object) and copied in at
- * scrape time. Without a label, `read` returns one value under the key ''.
- */
-function mirror(registry: Registry, name: string, help: string, label: string | undefined, read: () => Record<string, number>): void {
+// Counters whose values are kept elsewhere (a stats object) and copied in at
+// scrape time: a Counter can only grow, so it is reset and set to the total.
+function mirror(registry: Registry, name: string, help: string, read: () => number): void {
   new Counter({
     name,
     help,
-    labelNames: label === undefined ? [] : [label],
     registers: [registry],
     collect() {
       this.reset()
-      for (const [value, n] of Object.entries(read())) {
-        if (label === undefined) this.inc(n)
-        else this.inc({ [label]: value }, n)
-      }
+      this.inc(read())
+    },
+  })
+}
+
+/** As mirror, one series per key of what `read` returns. */
+function mirrorBy(registry: Registry, name: string, help: string, label: string, read: () => Record<string, number>): void {
+  new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset()
+      for (const [value, n] of Object.entries(read())) this.inc({ [label]: value }, n)
     },
   })
 }
