@@ -105,7 +105,9 @@ t.test('a connection that never sends a byte is closed', async (t) => {
   const c = await rawClient(t, s)
   const ms = await c.closedWithin(LIMIT, since)
   t.ok(ms >= TIMEOUT - 50, `not before the timeout (${ms.toFixed(0)} ms)`)
-  t.equal(c.data(), '', 'nothing answered')
+  // Two timers race here, both set to REQUEST_TIMEOUT_MS: the idle socket timeout
+  // closes silently, Node's request-timeout sweep answers 408 first. Either is right.
+  nothingOr408(t, c.data())
 })
 
 // Between requests, an idle keep-alive connection lives Fastify's keepAliveTimeout
