@@ -16,6 +16,7 @@ import { LogLimiter } from './log-limiter.js'
 import { errors } from './errors.js'
 import { loggerOptions, redactUrl } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
+import { clientRoute, loadClientScript } from './routes/client.js'
 import { healthRoutes } from './routes/health.js'
 import { metricsRoute } from './routes/metrics.js'
 import { DEFAULT_LIMITS, makePublisher, type Publisher } from './publish/publisher.js'
@@ -134,9 +135,18 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   await app.register(cookie)
   if (config.corsOrigins.length > 0) {
     // An explicit list, never '*': credentials (cookies) are allowed.
-    await app.register(cors, { origin: [...config.corsOrigins], credentials: true, methods: ['GET'] })
+    // Retry-After is exposed so that the client helper (/client.js) can honour it.
+    await app.register(cors, {
+      origin: [...config.corsOrigins],
+      credentials: true,
+      methods: ['GET'],
+      exposedHeaders: ['Retry-After'],
+    })
   }
   await app.register(healthRoutes, { broker, closing: () => hub.closing })
+  const script = loadClientScript()
+  if (script === undefined) app.log.warn('dist/client/notify-client.js not found (run npm run build): /client.js answers 404')
+  else await app.register(clientRoute, { script })
   await app.register(metricsRoute, { registry: metrics.registry, token: config.metricsToken })
   await app.register(notifyRoute, {
     authenticate: createAuthenticator(config, logs, {

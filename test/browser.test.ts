@@ -2,11 +2,10 @@
 // page is on the app's origin, the service on another origin of the same site,
 // and the user's token is an HttpOnly SameSite cookie sent by
 // `new EventSource(url, { withCredentials: true })`.
-import { once } from 'node:events'
-import { createServer } from 'node:http'
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core'
+import type { Browser, BrowserContext, Page } from 'playwright-core'
 import t, { type Test } from 'tap'
 import { build } from './helpers/app.js'
+import { launchBrowser, servePage as serve, userContext as context } from './helpers/browser.js'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -44,49 +43,15 @@ const PAGE = `<!doctype html>
 </script>
 `
 
-/** Serves PAGE on http://localhost:<port>; returns that origin. */
-async function servePage(t: Teardown): Promise<string> {
-  const server = createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' })
-    res.end(PAGE)
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(async () => {
-    server.closeAllConnections()
-    server.close()
-    await once(server, 'close')
-  })
-  return `http://localhost:${(server.address() as { port: number }).port}`
-}
+const servePage = (t: Teardown): Promise<string> => serve(t, PAGE)
 
 let browser: Browser
-
 t.before(async () => {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--disable-quic',
-    ],
-  })
+  browser = await launchBrowser(t)
 })
-t.teardown(() => browser?.close())
 
 /** A browser context whose only credential is `token` in an HttpOnly cookie for localhost. */
-async function userContext(t: Teardown, token: string): Promise<BrowserContext> {
-  const context = await browser.newContext()
-  t.teardown(() => context.close())
-  await context.addCookies([
-    { name: 'access_token', value: token, domain: 'localhost', path: '/', httpOnly: true, sameSite: 'Strict' },
-  ])
-  return context
-}
+const userContext = (t: Teardown, token: string): Promise<BrowserContext> => context(t, browser, token)
 
 /** Opens the page of `pageOrigin`, pointed at the service's /notify on localhost. */
 async function openPage(context: BrowserContext, pageOrigin: string, servicePort: number): Promise<Page> {
