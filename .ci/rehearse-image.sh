@@ -114,6 +114,10 @@ step "the Dockerfile's HEALTHCHECK command, as written there"
 ' "$ROOT/Dockerfile") || fail "HEALTHCHECK command failed"
 echo "HEALTHCHECK exits 0"
 
+step "GET /client.js: the browser helper ships in the image (dist/client)"
+curl -sf "$BASE/client.js" | grep -q 'export function connectNotify' || fail "/client.js missing from the production build"
+echo "/client.js 200"
+
 step "a bad token is refused"
 code=$(http_status "$BASE/notify" -H 'Authorization: Bearer nope')
 [[ $code == 401 ]] || fail "bad token: expected 401, got $code"

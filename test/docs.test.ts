@@ -28,3 +28,13 @@ t.test('.env.example lists every variable', async (t) => {
     return m === null ? -1 : m.index
   })
 })
+
+t.test("README's client helper table lists every option of NotifyOptions", async (t) => {
+  const source = readFileSync(new URL('../src/client/notify-client.ts', import.meta.url), 'utf8')
+  const body = /export interface NotifyOptions<T = unknown> \{\n([\s\S]*?)\n\}/.exec(source)?.[1] ?? ''
+  const options = [...body.matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1] as string)
+  t.ok(options.length >= 10, `options found in the source (${options.join(', ')})`)
+  const section = readme.slice(readme.indexOf('### The client helper'), readme.indexOf('### Plain `EventSource`'))
+  const rows = [...section.matchAll(/^\| `(\w+)/gm)].map((m) => m[1])
+  t.same(rows, options, 'one row per option, in the declaration order')
+})

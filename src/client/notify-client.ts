@@ -329,7 +329,8 @@ export function connectNotify<T = unknown>(options: NotifyOptions<T>): NotifyCli
   const user = options.user ?? ''
   const key = `notify-sse:${url.href}:${user}`
   const storage = options.storage === undefined ? safeStorage('localStorage') : options.storage
-  const tabStorage = safeStorage('sessionStorage')
+  // This tab's own last id survives its reloads (sessionStorage is per tab).
+  const tabStorage = options.storage === null ? null : safeStorage('sessionStorage')
   const storeKey = `${key}:lastEventId`
   const backoff: Backoff = { initialMs: 1000, maxMs: 30_000, ...options.backoff }
   const canShare =
