@@ -77,11 +77,6 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
   })
   const app = await buildApp(config)
   app.decorateRequest('demoUser', undefined)
-  // Runs after the service's own preClose, which has ended every stream. What
-  // is left are idle sockets and spare ones that browsers open in advance and
-  // never send a request on: Node would wait REQUEST_TIMEOUT_MS (10 s) for
-  // those, so Ctrl-C would hang. Cut them: the demo stops at once.
-  app.addHook('preClose', async () => app.server.closeAllConnections())
 
   const dir = fileURLToPath(new URL('.', import.meta.url))
   const statics: [string, string, string][] = [

@@ -25,6 +25,7 @@ import { publishRoute } from './routes/publish.js'
 import { Admission } from './sse/admission.js'
 import { Hub } from './sse/hub.js'
 import { Resumer } from './sse/resume.js'
+import { trackUnusedConnections } from './unused-connections.js'
 
 export interface AppDeps {
   /** A pino logger to use instead of one built from config. */
@@ -123,8 +124,10 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   })
   // Fastify's close() waits for open connections; end the streams first so
   // clients reconnect elsewhere, within half the shutdown budget.
+  const unused = trackUnusedConnections(app.server)
   app.addHook('preClose', async () => {
     await hub.closeAll(Math.floor(config.shutdownTimeoutMs / 2))
+    unused.destroy()
   })
   app.addHook('onClose', async () => broker.close())
 

@@ -53,6 +53,25 @@ t.test('a client that never closes its side cannot hold shutdown past the grace 
   t.ok(ms < 600, `close() took ${ms.toFixed(0)} ms, within SHUTDOWN_TIMEOUT_MS`)
 })
 
+// Browsers open spare connections in advance and may never send a request on
+// them. Node counts such a socket neither idle nor active: closeIdleConnections()
+// leaves it, and server.close() waits for it until REQUEST_TIMEOUT_MS.
+t.test('a connection that never sent a request does not hold shutdown', async (t) => {
+  const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '5000', REQUEST_TIMEOUT_MS: '60000' } })
+  const { port } = new URL(s.base)
+  const accepted = once(s.app.server, 'connection')
+  const spare = connect({ port: Number(port), host: '127.0.0.1' })
+  t.teardown(() => spare.destroy())
+  spare.resume()
+  await accepted
+  const closed = once(spare, 'close')
+  const started = process.hrtime.bigint()
+  await s.app.close()
+  const ms = Number(process.hrtime.bigint() - started) / 1e6
+  await closed
+  t.ok(ms < 1000, `close() took ${ms.toFixed(0)} ms (the spare connection was cut, not waited for)`)
+})
+
 t.test('while draining, /notify says "retry" without auth and /readyz says 503', async (t) => {
   const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '2000', SSE_RETRY_MS: '1500' } })
   // A half-open client keeps the drain going for the whole grace period.
