@@ -1,10 +1,13 @@
 # Shared by the CI rehearsal scripts (sourced, not run). Sets ROOT and WORK (a
-# temporary directory), and a `pids` array whose processes are killed at exit;
+# temporary directory), a `pids` array whose processes are killed at exit, and a
+# `groups` array of process groups (commands started with setsid, such as npm
+# scripts: killing npm alone leaves its node child running), killed likewise;
 # on failure the tail of $WORK/service.log is printed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d)
 pids=()
+groups=()
 
 # fd 3 is this script's stderr: `fail` may run inside `wait_for`, whose command
 # output goes to /dev/null, and the exit trap then inherits that redirection.
@@ -16,6 +19,7 @@ fail() { echo "FAIL: $*" >&3; exit 1; }
 cleanup() {
   local rc=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for group in "${groups[@]}"; do kill -- -"$group" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if ((rc != 0)) && [[ -f $WORK/service.log ]]; then
     echo "---- service log (last 40 lines)" >&3

@@ -16,8 +16,8 @@ set -a; . ./.env.example; set +a
 [[ -z ${REDIS_URL:-} ]] || fail ".env.example must leave REDIS_URL unset"
 export PORT=$(free_port) AUTH_UPSTREAM_URL=http://127.0.0.1:$APORT/me HOST=127.0.0.1
 BASE=http://127.0.0.1:$PORT
-npm start >"$WORK/service.log" 2>&1 &
-pids+=($!)
+setsid npm start >"$WORK/service.log" 2>&1 &
+groups+=($!)
 wait_for 15 "/readyz" curl -sf "$BASE/readyz"
 curl -s "$BASE/readyz"; echo
 grep -q 'embedded broker' "$WORK/service.log" || fail "no single-instance warning logged"
@@ -45,4 +45,29 @@ wait_for 5 "replay" grep -q 'A-19' "$WORK/two.txt"
 cat "$WORK/two.txt"
 [[ $(grep -c '^event: order.shipped' "$WORK/two.txt") == 2 ]] || fail "expected exactly the 2 missed events"
 grep -q 'A-17' "$WORK/two.txt" && fail "the event before Last-Event-ID was replayed"
+step "npm run demo (README's first screen): page, /client.js, sign-in, send, Ctrl-C"
+DPORT=$(free_port)
+DEMO=http://127.0.0.1:$DPORT
+# Its own process group, as in a terminal: Ctrl-C goes to npm, sh, tsx and node alike.
+PORT=$DPORT setsid npm run demo >"$WORK/demo.log" 2>&1 &
+DPID=$!
+groups+=("$DPID")
+wait_for 60 "demo page at $DEMO/" is_200 "$DEMO/"
+curl -sf "$DEMO/" | grep -q 'id="sign-in"' || fail "the demo page has no sign-in form"
+curl -sf "$DEMO/client.js" | grep -q 'export function connectNotify' || fail "the demo does not serve /client.js"
+jar=$WORK/demo-cookies
+curl -sf -c "$jar" -H 'content-type: application/json' -d '{"user":"alice"}' "$DEMO/demo/session" >/dev/null ||
+  fail "demo sign-in failed"
+curl -sN -b "$jar" "$DEMO/notify" >"$WORK/demo-stream.txt" &
+pids+=($!)
+wait_for 5 "demo stream opened with the sign-in cookie" grep -q '^: connected' "$WORK/demo-stream.txt"
+curl -sf -b "$jar" -H 'content-type: application/json' -d '{"to":"alice","type":"job.finished","text":"CI says hi"}' \
+  "$DEMO/demo/send" >/dev/null || fail "demo send failed"
+wait_for 5 "the sent notification delivered" grep -q 'CI says hi' "$WORK/demo-stream.txt"
+cat "$WORK/demo-stream.txt"
+kill -INT -- -"$DPID"
+for ((i = 0; i < 100; i++)); do alive "$DPID" || break; sleep 0.1; done
+alive "$DPID" && fail "npm run demo still running 10 s after Ctrl-C"
+echo "demo stopped on Ctrl-C"
+
 step "quick start rehearsal passed"
