@@ -1,4 +1,5 @@
 // GET /client.js serves the compiled helper; the CORS answer exposes Retry-After to it.
+import { readFileSync } from 'node:fs'
 import t from 'tap'
 import { build } from './helpers/app.js'
 import { bearer } from './helpers/probe.js'
@@ -33,4 +34,15 @@ t.test('a refusal exposes Retry-After to the page (the helper waits that long)',
   t.equal(res.status, 503)
   t.equal(res.headers.get('retry-after'), '5')
   t.match(res.headers.get('access-control-expose-headers') ?? '', /(^|, )Retry-After(,|$)/i)
+})
+
+t.test('the package exports the same helper, typed, as notify-sse/client', async (t) => {
+  const url = import.meta.resolve('notify-sse/client')
+  t.match(url, /\/dist\/client\/notify-client\.js$/)
+  const { connectNotify } = (await import('notify-sse/client')) as { connectNotify: unknown }
+  t.type(connectNotify, 'function')
+  const types = readFileSync(new URL('notify-client.d.ts', url), 'utf8')
+  for (const name of ['connectNotify', 'NotifyOptions', 'NotifyMessage', 'NotifyState', 'NotifyClient']) {
+    t.match(types, new RegExp(`export (declare )?(function|interface|type) ${name}\\b`), `${name} is declared`)
+  }
 })

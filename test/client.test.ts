@@ -70,6 +70,19 @@ async function openPage(context: BrowserContext, pageOrigin: string, s: Built, u
   return page
 }
 
+/** The page server, a service that lists it in CORS_ORIGINS, and alice's browser profile. */
+async function aliceSetup(t: Teardown) {
+  const origin = await servePage(t, PAGE)
+  const s = await service(t, origin)
+  const context = await userContext(t, browser, 'user-alice')
+  const open = async (): Promise<Page> => {
+    const page = await openPage(context, origin, s, 'alice')
+    await stateIs(page, 'live')
+    return page
+  }
+  return { s, open }
+}
+
 const seen = (page: Page): Promise<Seen> =>
   page.evaluate(() => {
     const w = window as unknown as Seen & { client?: { leader: boolean } }
@@ -168,15 +181,8 @@ t.test('the auth upstream answers 503 for a while: the helper honours Retry-Afte
 })
 
 t.test('three tabs of one user share one stream; closing the leader hands over without losing events', async (t) => {
-  const origin = await servePage(t, PAGE)
-  const s = await service(t, origin)
-  const context = await userContext(t, browser, 'user-alice')
-  const tabs = [
-    await openPage(context, origin, s, 'alice'),
-    await openPage(context, origin, s, 'alice'),
-    await openPage(context, origin, s, 'alice'),
-  ]
-  for (const tab of tabs) await stateIs(tab, 'live')
+  const { s, open } = await aliceSetup(t)
+  const tabs = [await open(), await open(), await open()]
   t.equal(s.app.notifier.hub.countOf('alice'), 1, 'one stream server-side')
   const metrics = await metricsOf(s.base)
   t.equal(metrics.value('notify_streams_open'), 1, '/metrics says one stream open')
@@ -200,13 +206,9 @@ t.test('three tabs of one user share one stream; closing the leader hands over w
 })
 
 t.test('a tab that reloads while another holds the stream gets what it missed from that tab', async (t) => {
-  const origin = await servePage(t, PAGE)
-  const s = await service(t, origin)
-  const context = await userContext(t, browser, 'user-alice')
-  const leader = await openPage(context, origin, s, 'alice')
-  await stateIs(leader, 'live')
-  const follower = await openPage(context, origin, s, 'alice')
-  await stateIs(follower, 'live')
+  const { s, open } = await aliceSetup(t)
+  const leader = await open()
+  const follower = await open()
   t.ok((await seen(leader)).leader && !(await seen(follower)).leader, 'the first tab leads')
   await s.store(note('alice', 1))
   t.same(await received(follower, 1), [1])
@@ -253,11 +255,8 @@ t.test('auth-expired: the refresh hook runs, the stream resumes, nothing is lost
 })
 
 t.test('a fresh page load resumes from the stored id; an unknown id makes it resync', async (t) => {
-  const origin = await servePage(t, PAGE)
-  const s = await service(t, origin)
-  const context = await userContext(t, browser, 'user-alice')
-  const page = await openPage(context, origin, s, 'alice')
-  await stateIs(page, 'live')
+  const { s, open } = await aliceSetup(t)
+  const page = await open()
   await s.store(note('alice', 1))
   t.same(await received(page, 1), [1])
   const url = page.url()

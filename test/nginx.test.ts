@@ -26,6 +26,7 @@ import type { SseStream } from '../src/sse/stream.js'
 import { build } from './helpers/app.js'
 import { freePort } from './helpers/redis.js'
 import { openStream } from './helpers/sse.js'
+import { listenLoopback } from './helpers/listen.js'
 
 const SNIPPET = new URL('../deploy/nginx.conf', import.meta.url)
 const PUBLISH_TOKEN = 'nginx-test-publish-token'
@@ -277,14 +278,7 @@ if (nginx === undefined) {
       res.end('ok')
     })
     upstream.on('connection', () => connections++)
-    upstream.listen(0, '127.0.0.1')
-    await once(upstream, 'listening')
-    t.teardown(async () => {
-      upstream.closeAllConnections()
-      upstream.close()
-      await once(upstream, 'close')
-    })
-    const proxy = await startNginx(t, nginx, (upstream.address() as { port: number }).port)
+    const proxy = await startNginx(t, nginx, await listenLoopback(t, upstream))
 
     await send(`${proxy}/notify?lastEventId=1-0.abc`, { headers: { host: 'notify.example.test', 'x-forwarded-for': '198.51.100.7' } })
     await send(`${proxy}/readyz`, { headers: { host: 'notify.example.test' } })

@@ -1,9 +1,9 @@
 // A real browser for tests: Debian's Chromium driven by playwright-core, and a
 // page server on its own origin (http://localhost:<port>), as an app's pages
 // would be beside the notify service (http://localhost:<other port>).
-import { once } from 'node:events'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { type Browser, type BrowserContext, chromium } from 'playwright-core'
+import { listenLoopback } from './listen.js'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -47,12 +47,5 @@ export async function servePage(t: Teardown, html: string, route?: Route): Promi
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' })
     res.end(html)
   })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(async () => {
-    server.closeAllConnections()
-    server.close()
-    await once(server, 'close')
-  })
-  return `http://localhost:${(server.address() as { port: number }).port}`
+  return `http://localhost:${await listenLoopback(t, server)}`
 }
