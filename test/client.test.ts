@@ -6,6 +6,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { SignJWT } from 'jose'
 import t from 'tap'
 import { createPublisher } from '../src/publisher.js'
+import type { SseStream } from '../src/sse/stream.js'
 import { type Built, build } from './helpers/app.js'
 import { launchBrowser, type Route, servePage, userContext } from './helpers/browser.js'
 import { hubSize } from './helpers/hub.js'
@@ -42,7 +43,7 @@ const PAGE = `<!doctype html>
     url: svc + '/notify',
     user: q.get('user') ?? '',
     types: ['note'],
-    backoff: { initialMs: 100, maxMs: 1000 },
+    backoff: { initialMs: Number(q.get('initialMs') ?? 100), maxMs: Number(q.get('maxMs') ?? 1000) },
     onEvent: (m) => window.received.push(m),
     onState: (s) => window.states.push(s),
     onResync: () => { window.resyncs++ },
@@ -63,10 +64,10 @@ async function service(t: Teardown, pageOrigin: string, opts: Parameters<typeof 
   return build(t, { ...opts, env: { CORS_ORIGINS: pageOrigin, ...opts.env } })
 }
 
-async function openPage(context: BrowserContext, pageOrigin: string, s: Built, user = ''): Promise<Page> {
+async function openPage(context: BrowserContext, pageOrigin: string, s: Built, user = '', query = ''): Promise<Page> {
   const page = await context.newPage()
   const svc = s.base.replace('127.0.0.1', 'localhost')
-  await page.goto(`${pageOrigin}/?svc=${encodeURIComponent(svc)}&user=${encodeURIComponent(user)}`)
+  await page.goto(`${pageOrigin}/?svc=${encodeURIComponent(svc)}&user=${encodeURIComponent(user)}${query}`)
   return page
 }
 
@@ -282,4 +283,29 @@ t.test('a fresh page load resumes from the stored id; an unknown id makes it res
   await s.store(note('alice', 4))
   t.same(await received(page, 1), [4])
   await stateIs(page, 'live')
+})
+
+t.test('back online: the helper reconnects at once instead of sitting out its backoff', async (t) => {
+  const origin = await servePage(t, PAGE)
+  const s = await service(t, origin)
+  const context = await userContext(t, browser, 'user-alice')
+  // A first wait of 30-60 s: far longer than this test may take.
+  const streams: SseStream[] = []
+  s.app.notifier.hub.on('open', (stream: SseStream) => streams.push(stream))
+  const page = await openPage(context, origin, s, 'alice', '&initialMs=60000&maxMs=60000')
+  await stateIs(page, 'live')
+  await s.store(note('alice', 1))
+  t.same(await received(page, 1), [1])
+  // Offline emulation fails new requests but leaves an open one alone: the
+  // network "drops" the stream as well.
+  await context.setOffline(true)
+  streams[0]?.socket?.destroy()
+  await stateIs(page, 'reconnecting')
+  await s.store(note('alice', 2))
+  const since = performance.now()
+  await context.setOffline(false)
+  await stateIs(page, 'live')
+  const ms = performance.now() - since
+  t.ok(ms < 10_000, `live again ${ms.toFixed(0)} ms after going online`)
+  t.same(await received(page, 2), [1, 2], 'with what was published while offline')
 })

@@ -281,10 +281,15 @@ class Connection<T> {
     if (this.#stopped) return
     const delay = retryDelay(this.#attempt, this.settings.backoff, retryAfterMs)
     this.#attempt++
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined
-      this.#open()
-    }, delay)
+    this.#timer = setTimeout(this.#reopen, delay)
+    // Back from offline (a laptop lid, a tunnel): no need to sit out the backoff,
+    // unless the service asked for a pause.
+    if (retryAfterMs === null) globalThis.addEventListener?.('online', this.#reopen)
+  }
+
+  #reopen = (): void => {
+    this.#drop()
+    this.#open()
   }
 
   /** Closes whatever is open or pending: the EventSource, a probe, a retry timer. */
@@ -295,6 +300,7 @@ class Connection<T> {
     this.#probe = null
     clearTimeout(this.#timer)
     this.#timer = undefined
+    globalThis.removeEventListener?.('online', this.#reopen)
   }
 }
 
