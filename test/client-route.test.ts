@@ -37,9 +37,11 @@ t.test('a refusal exposes Retry-After to the page (the helper waits that long)',
 })
 
 t.test('the package exports the same helper, typed, as notify-sse/client', async (t) => {
-  const url = import.meta.resolve('notify-sse/client')
+  // A variable, not a literal: the type check runs before the build that creates dist/.
+  const specifier = 'notify-sse/client'
+  const url = import.meta.resolve(specifier)
   t.match(url, /\/dist\/client\/notify-client\.js$/)
-  const { connectNotify } = (await import('notify-sse/client')) as { connectNotify: unknown }
+  const { connectNotify } = (await import(specifier)) as { connectNotify: unknown }
   t.type(connectNotify, 'function')
   const types = readFileSync(new URL('notify-client.d.ts', url), 'utf8')
   for (const name of ['connectNotify', 'NotifyOptions', 'NotifyMessage', 'NotifyState', 'NotifyClient']) {
