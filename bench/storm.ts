@@ -25,6 +25,9 @@ import { connect, type Socket } from 'node:net'
 import { loadavg } from 'node:os'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
+import { cpuOf, memOf } from './load/proc.js'
+import { type SseEvent, type SseHooks, SseReader } from './load/sse-reader.js'
+import { dist, median } from './load/stats.js'
 
 // Client sockets are not bound to a source address (localAddress): on this
 // kernel, bind() with port 0 slows down to milliseconds per call once tens of
@@ -44,26 +47,11 @@ const GRACE_MS = 1000
 // ---------------------------------------------------------------------------
 // Worker side: holds a share of the streams.
 
-interface Ev {
-  id: string | undefined
-  type: string | undefined
-  data: string
-}
+type Ev = SseEvent
 
-type ParseState = 'head' | 'size' | 'data' | 'crlf' | 'end' | 'other'
-
-/** One HTTP/1.1 response read as an event stream: chunked decoding, then SSE lines. */
-class Conn {
+/** One stream of the storm: the reader plus what the storm records about it. */
+class Conn extends SseReader<Conn> {
   socket: Socket | undefined
-  state: ParseState = 'head'
-  buf = ''
-  left = 0
-  line = ''
-  evId: string | undefined
-  evType: string | undefined
-  evData: string | undefined
-  status = 0
-  body = ''
   tcpAt = NaN
   headersAt = NaN
   errorAt = NaN
@@ -81,99 +69,9 @@ class Conn {
 
   constructor(
     readonly user: string,
-    private readonly hooks: { head?: (c: Conn) => void; comment?: (c: Conn, text: string) => void; event?: (c: Conn, e: Ev) => void },
-  ) {}
-
-  feed(chunk: string): void {
-    let i = 0
-    while (i < chunk.length) {
-      switch (this.state) {
-        case 'head': {
-          this.buf += i === 0 ? chunk : chunk.slice(i)
-          i = chunk.length
-          const end = this.buf.indexOf('\r\n\r\n')
-          if (end < 0) break
-          const head = this.buf.slice(0, end)
-          const rest = this.buf.slice(end + 4)
-          this.buf = ''
-          this.status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0)
-          const chunked = /\r\ntransfer-encoding:\s*chunked/i.test(head)
-          this.state = this.status === 200 && chunked ? 'size' : 'other'
-          this.hooks.head?.(this)
-          chunk = rest
-          i = 0
-          break
-        }
-        case 'size': {
-          const nl = chunk.indexOf('\n', i)
-          if (nl < 0) {
-            this.buf += chunk.slice(i)
-            i = chunk.length
-            break
-          }
-          const size = parseInt((this.buf + chunk.slice(i, nl)).split(';')[0]?.trim() ?? '', 16)
-          this.buf = ''
-          i = nl + 1
-          if (size === 0 || Number.isNaN(size)) this.state = 'end'
-          else {
-            this.left = size
-            this.state = 'data'
-          }
-          break
-        }
-        case 'data': {
-          // latin1: one char per byte, so chunk sizes can be counted in chars.
-          const n = Math.min(this.left, chunk.length - i)
-          this.sse(chunk.slice(i, i + n))
-          i += n
-          this.left -= n
-          if (this.left === 0) this.state = 'crlf'
-          break
-        }
-        case 'crlf': {
-          const nl = chunk.indexOf('\n', i)
-          if (nl < 0) i = chunk.length
-          else {
-            i = nl + 1
-            this.state = 'size'
-          }
-          break
-        }
-        default:
-          if (this.body.length < 300) this.body += chunk.slice(i, i + 300)
-          i = chunk.length
-      }
-    }
-  }
-
-  // [spec] WHATWG HTML 9.2.6: lines end in LF (or CRLF); a blank line dispatches.
-  sse(text: string): void {
-    let start = 0
-    for (;;) {
-      const nl = text.indexOf('\n', start)
-      if (nl < 0) {
-        this.line += text.slice(start)
-        return
-      }
-      let line = this.line + text.slice(start, nl)
-      this.line = ''
-      start = nl + 1
-      if (line.endsWith('\r')) line = line.slice(0, -1)
-      if (line === '') {
-        if (this.evData !== undefined) this.hooks.event?.(this, { id: this.evId, type: this.evType, data: this.evData })
-        this.evId = this.evType = this.evData = undefined
-      } else if (line.startsWith(':')) {
-        this.hooks.comment?.(this, line.slice(1).trimStart())
-      } else {
-        const colon = line.indexOf(':')
-        const field = colon < 0 ? line : line.slice(0, colon)
-        let value = colon < 0 ? '' : line.slice(colon + 1)
-        if (value.startsWith(' ')) value = value.slice(1)
-        if (field === 'id') this.evId = value
-        else if (field === 'event') this.evType = value
-        else if (field === 'data') this.evData = this.evData === undefined ? value : `${this.evData}\n${value}`
-      }
-    }
+    hooks: SseHooks<Conn>,
+  ) {
+    super(hooks)
   }
 }
 
@@ -564,20 +462,6 @@ async function ask<T = Record<string, unknown>>(w: Worker, msg: ToWorker | undef
   }
 }
 
-/** /proc/<pid>/status fields, in bytes. */
-function memOf(pid: number): { rss: number; hwm: number } {
-  const s = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const kb = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(s)?.[1] ?? NaN) * 1024
-  return { rss: kb('VmRSS'), hwm: kb('VmHWM') }
-}
-
-/** CPU time (user + system) of a process, in seconds. */
-function cpuOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in USER_HZ (100)
-}
-
 /** System-wide TCP counters (TcpExt in /proc/net/netstat) that show a full accept queue and SYN retries. */
 const TCP_COUNTERS = ['ListenOverflows', 'ListenDrops', 'SyncookiesSent', 'TCPReqQFullDrop', 'TCPSynRetrans', 'TCPTimeouts'] as const
 function tcpCounters(): Record<string, number> {
@@ -626,17 +510,6 @@ async function waitQuiet(pid: number, timeoutMs = 60_000): Promise<void> {
     if (now - last < 0.05) return
     last = now
   }
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number
-}
-
-function dist(values: number[]): { p50: number; p90: number; p99: number; max: number } {
-  const s = [...values].sort((a, b) => a - b)
-  const r = (x: number) => Math.round(x)
-  return { p50: r(percentile(s, 50)), p90: r(percentile(s, 90)), p99: r(percentile(s, 99)), max: r(s.at(-1) ?? NaN) }
 }
 
 type Publish = (events: { recipient_id: string; type: string; n: number }[]) => Promise<string[]>
@@ -942,12 +815,6 @@ async function main(): Promise<void> {
   console.log(JSON.stringify(summary))
   await client.quit()
   process.exit(summary.cleanRuns === o.runs ? 0 : 1)
-}
-
-function median(sorted: number[]): number {
-  const n = sorted.length
-  if (n === 0) return NaN
-  return n % 2 === 1 ? (sorted[(n - 1) / 2] as number) : ((sorted[n / 2 - 1] as number) + (sorted[n / 2] as number)) / 2
 }
 
 if (process.argv.includes('--storm-worker')) worker()
