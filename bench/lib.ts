@@ -14,14 +14,16 @@ const cleanup = () => {
 process.on('exit', cleanup)
 process.on('SIGINT', () => process.exit(130))
 
-export async function startRedis(): Promise<{ url: string; port: number }> {
+export async function startRedis(extraArgs: string[] = []): Promise<{ url: string; port: number; pid: number }> {
   const port = await freePort()
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
+  const proc = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  )
   children.push(proc)
   await waitForOutput(proc, /Ready to accept connections/)
-  return { url: `redis://127.0.0.1:${port}`, port }
+  return { url: `redis://127.0.0.1:${port}`, port, pid: proc.pid as number }
 }
 
 /** Auth upstream: `Bearer user-<id>` -> {"user_id": "<id>"}. */
@@ -47,8 +49,12 @@ export async function startUpstream(): Promise<string> {
  */
 export const CAPACITY = { CONNECT_RATE_PER_MIN: '0', MAX_CONNECTIONS: '1000000' }
 
-export async function startService(env: Record<string, string>): Promise<{ proc: ChildProcess; port: number }> {
-  const server = fileURLToPath(new URL('../dist/server.js', import.meta.url))
+/** The built service (or another server script taking the same env, such as the baseline). */
+export async function startService(
+  env: Record<string, string>,
+  script = fileURLToPath(new URL('../dist/server.js', import.meta.url)),
+): Promise<{ proc: ChildProcess; port: number }> {
+  const server = script
   const port = await freePort()
   const proc = spawn(process.execPath, [server], {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...CAPACITY, ...env },
