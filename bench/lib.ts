@@ -53,10 +53,10 @@ export const CAPACITY = { CONNECT_RATE_PER_MIN: '0', MAX_CONNECTIONS: '1000000' 
 export async function startService(
   env: Record<string, string>,
   script = fileURLToPath(new URL('../dist/server.js', import.meta.url)),
+  nodeArgs: string[] = [],
 ): Promise<{ proc: ChildProcess; port: number }> {
-  const server = script
   const port = await freePort()
-  const proc = spawn(process.execPath, [server], {
+  const proc = spawn(process.execPath, [...nodeArgs, script], {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...CAPACITY, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
@@ -69,6 +69,16 @@ export async function startService(
     await new Promise((r) => setTimeout(r, 50))
   }
   throw new Error('service did not become ready')
+}
+
+/** SIGTERM, so that the process can write what it must (a --cpu-prof profile); SIGKILL after `ms`. */
+export async function stopProcess(proc: ChildProcess, ms = 15_000): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return
+  const exited = once(proc, 'exit')
+  proc.kill('SIGTERM')
+  const timer = setTimeout(() => proc.kill('SIGKILL'), ms)
+  await exited
+  clearTimeout(timer)
 }
 
 /** Resident set size of a process, in bytes, from /proc. */

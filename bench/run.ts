@@ -9,7 +9,8 @@
 // Options: --target=ours|baseline|both (default ours; baseline = bench/baseline/server.mjs,
 // one Redis subscription per connection), --runs=N (default 1), --streams=N,
 // --rate=N, --seconds=N, --workers=N (default 4), --no-bind (no 127.0.0.x source
-// addresses). Starts redis-server, an auth upstream and the service itself (all
+// addresses), --env.KEY=VALUE (service environment), --node-args="--cpu-prof ..."
+// (service node flags). Starts redis-server, an auth upstream and the service itself (all
 // on loopback; every stream authenticates as its own user), and prints one JSON
 // line per run, then a summary line of medians when --runs > 1.
 import { spawnSync } from 'node:child_process'
@@ -20,7 +21,7 @@ import { cpuOf, memOf } from './load/proc.js'
 import { publishAtRate } from './load/publisher.js'
 import { dist, median } from './load/stats.js'
 import { runWorker } from './load/worker.js'
-import { CAPACITY, startRedis, startService, startUpstream } from './lib.js'
+import { CAPACITY, startRedis, startService, startUpstream, stopProcess } from './lib.js'
 
 type Scenario = 'targeted' | 'capacity' | 'broadcast' | 'idle'
 type Target = 'ours' | 'baseline'
@@ -34,6 +35,10 @@ interface Options {
   seconds: number
   workers: number
   bind: boolean
+  /** --env.KEY=VALUE: extra service environment (experiments: HEARTBEAT_INTERVAL_MS...). */
+  env: Record<string, string>
+  /** --node-args="...": extra node flags for the service (--cpu-prof --cpu-prof-dir=...). */
+  nodeArgs: string[]
 }
 
 const DEFAULTS: Record<Scenario, { streams: number; rate: number; seconds: number }> = {
@@ -67,6 +72,13 @@ function parseArgs(argv: string[]): Options | 'storm' {
     seconds: num('seconds', d.seconds),
     workers: num('workers', 4),
     bind: !argv.includes('--no-bind'),
+    env: Object.fromEntries(
+      argv.filter((a) => a.startsWith('--env.')).map((a) => {
+        const [k, ...v] = a.slice('--env.'.length).split('=')
+        return [k as string, v.join('=')]
+      }),
+    ),
+    nodeArgs: (argv.find((a) => a.startsWith('--node-args='))?.slice('--node-args='.length) ?? '').split(' ').filter(Boolean),
   }
 }
 
@@ -86,8 +98,8 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
   // The baseline holds one Redis connection per stream.
   const redis = await startRedis(target === 'baseline' ? ['--maxclients', '100000'] : [])
   const upstream = await startUpstream()
-  const env = { REDIS_URL: redis.url, AUTH_MODE: 'upstream', AUTH_UPSTREAM_URL: upstream, NOTIFY_CHANNEL: CHANNEL, ...CAPACITY }
-  const service = await startService(env, target === 'baseline' ? BASELINE : undefined)
+  const env = { REDIS_URL: redis.url, AUTH_MODE: 'upstream', AUTH_UPSTREAM_URL: upstream, NOTIFY_CHANNEL: CHANNEL, ...CAPACITY, ...o.env }
+  const service = await startService(env, target === 'baseline' ? BASELINE : undefined, o.nodeArgs)
   const pid = service.proc.pid as number
   const fleet = await Fleet.start(fileURLToPath(import.meta.url), { workers: o.workers, bind: o.bind, inFlight: 100 })
   const publisher = new Redis(redis.url)
@@ -169,7 +181,7 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
   } finally {
     publisher.disconnect()
     await fleet.stop()
-    service.proc.kill('SIGKILL')
+    await stopProcess(service.proc)
   }
 }
 

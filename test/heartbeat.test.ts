@@ -21,3 +21,17 @@ t.test('every stream gets each heartbeat', async (t) => {
   await Promise.all(streams.map((st) => st.nextComments(3)))
   for (const st of streams) t.ok(st.comments.length >= 3)
 })
+
+t.test('a stream that keeps receiving events gets no heartbeat; an idle one does', async (t) => {
+  const s = await build(t, { broker: 'embedded', env: { HEARTBEAT_INTERVAL_MS: '200' } })
+  const busy = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-busy' })
+  const idle = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-idle' })
+  // An event every 50 ms (a workload, not a wait) until the idle stream has had 5 heartbeats.
+  let n = 0
+  const timer = setInterval(() => void s.store({ recipient_id: 'busy', n: n++ }), 50)
+  await idle.nextComments(6) // `connected` and 5 heartbeats: about a second
+  clearInterval(timer)
+  const beats = busy.comments.filter((c) => c === '').length
+  t.ok(n >= 10, `the busy stream got events meanwhile (${n})`)
+  t.ok(beats <= 1, `at most one heartbeat before its first event (got ${beats})`)
+})

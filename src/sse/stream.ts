@@ -18,14 +18,36 @@ export type Headers = Record<string, string | string[] | number>
 export type Opener = (res: ServerResponse, headers: Headers) => void
 
 const RESYNC = Buffer.from(encodeEvent({ event: 'resync', data: '{}' }))
+const CRLF = Buffer.from('\r\n')
+
+// After the head, frames go straight to the socket as HTTP/1.1 chunks (what
+// ServerResponse would do with three writes and two string conversions per
+// frame). An event is written to all its recipients' streams one after the
+// other: the last frame's chunk is kept, so each is wrapped once, not once per stream.
+let lastFrame: Buffer | undefined
+let lastChunk = Buffer.alloc(0)
+function asChunk(frame: Buffer): Buffer {
+  if (frame !== lastFrame) {
+    const size = Buffer.from(`${frame.length.toString(16)}\r\n`, 'latin1')
+    lastChunk = Buffer.concat([size, frame, CRLF])
+    lastFrame = frame
+  }
+  return lastChunk
+}
 
 export class SseStream implements Scheduled {
   deadline = Infinity
   heapIndex = -1
+  /** Which of the hub's heartbeat groups this stream is in. */
+  beatSlot = 0
   closed = false
   /** The newest stored event this stream has, or where it joined the history. */
   position: Readonly<Position> = START
   #headers: Headers | null
+  /** The socket, once the head is out on a chunked response (HTTP/1.1); else writes go through the response. */
+  #direct: Socket | null = null
+  /** Something was written since the last heartbeat check. */
+  #wrote = false
   #pending: (Buffer | Framed)[] | null = []
   #pendingBytes = 0
 
@@ -62,10 +84,20 @@ export class SseStream implements Scheduled {
     else this.#write(frame)
   }
 
-  /** A heartbeat: written even while held (it is no event), once the head is out. */
+  /**
+   * A heartbeat, checked once per interval: written only if nothing was since
+   * the last check (an active stream is not idle; a stream is thus never
+   * silent for two intervals). Written even while held (it is no event), once
+   * the head is out.
+   */
   beat(frame: Buffer): void {
     if (this.closed || this.#headers !== null) return
+    if (this.#wrote) {
+      this.#wrote = false
+      return
+    }
     this.#write(frame)
+    this.#wrote = false
   }
 
   /** Writes a stored event unless this stream already has it. */
@@ -110,7 +142,8 @@ export class SseStream implements Scheduled {
   end(reason: Exclude<CloseReason, 'client' | 'slow'>, last?: string): void {
     if (this.closed) return
     this.#open()
-    if (last !== undefined) this.res.write(last)
+    if (last !== undefined) this.#write(Buffer.from(last))
+    if (this.closed) return
     this.#close(reason, false)
   }
 
@@ -118,6 +151,8 @@ export class SseStream implements Scheduled {
     if (this.#headers === null) return
     this.opener(this.res, this.#headers)
     this.#headers = null
+    // Node decides on chunked encoding as the head goes out; HTTP/1.0 gets a plain body.
+    if ((this.res as ServerResponse & { chunkedEncoding?: boolean }).chunkedEncoding === true) this.#direct = this.res.socket
   }
 
   #writeStored(event: Framed): void {
@@ -126,9 +161,16 @@ export class SseStream implements Scheduled {
     this.#write(event.frame)
   }
 
-  #write(frame: Buffer | string): void {
-    this.res.write(frame)
-    if (this.res.writableLength > this.maxBufferBytes) this.#close('slow', true)
+  #write(frame: Buffer): void {
+    this.#wrote = true
+    const socket = this.#direct
+    if (socket === null) {
+      this.res.write(frame)
+      if (this.res.writableLength > this.maxBufferBytes) this.#close('slow', true)
+      return
+    }
+    socket.write(asChunk(frame))
+    if (socket.writableLength > this.maxBufferBytes) this.#close('slow', true)
   }
 
   #queue(item: Buffer | Framed, bytes: number): void {
