@@ -175,7 +175,11 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
       result.lastDeliveryMs = last.map((ms) => +ms.toFixed(1))
       result.lastDeliveryMedianMs = +median(last).toFixed(1)
     }
-    if (o.scenario === 'idle') result.cpuAtRestMsPerMin = Math.round(((cpuMs.service + cpuMs.redis) / windowS) * 60)
+    if (o.scenario === 'idle') {
+      result.cpuAtRestMsPerMin = Math.round(((cpuMs.service + cpuMs.redis) / windowS) * 60)
+      // After the window the auth cache (30 s) has let go of the connect burst's answers.
+      result.rssPerStreamAtRestKiB = opened.ok > 0 ? KiB((memOf(pid).rss - rssBefore) / opened.ok) : null
+    }
     if (service.proc.exitCode !== null) result.crashed = service.proc.exitCode
     return result
   } finally {
@@ -208,7 +212,10 @@ async function main(): Promise<void> {
 
 /** Medians over runs of the figures BENCHMARKS.md quotes. */
 function summarize(o: Options, target: Target, results: Record<string, unknown>[]): Record<string, unknown> {
-  const pick = (f: (r: Record<string, unknown>) => unknown) => median(results.map((r) => Number(f(r))).filter((x) => !Number.isNaN(x)))
+  const pick = (f: (r: Record<string, unknown>) => unknown) => {
+    const values = results.map(f).filter((x): x is number => typeof x === 'number' && !Number.isNaN(x))
+    return values.length === 0 ? null : median(values)
+  }
   const lat = (k: string) => (r: Record<string, unknown>) => (r.latencyMs as Record<string, number>)[k]
   return {
     scenario: `${o.scenario}-summary`,
@@ -223,7 +230,10 @@ function summarize(o: Options, target: Target, results: Record<string, unknown>[
     latencyMs: { p50: pick(lat('p50')), p90: pick(lat('p90')), p99: pick(lat('p99')), max: pick(lat('max')) },
     cpuPer1000DeliveriesMs: pick((r) => r.cpuPer1000DeliveriesMs),
     ...(o.scenario === 'broadcast' && { lastDeliveryMedianMs: pick((r) => r.lastDeliveryMedianMs) }),
-    ...(o.scenario === 'idle' && { cpuAtRestMsPerMin: pick((r) => r.cpuAtRestMsPerMin) }),
+    ...(o.scenario === 'idle' && {
+      cpuAtRestMsPerMin: pick((r) => r.cpuAtRestMsPerMin),
+      rssPerStreamAtRestKiB: pick((r) => r.rssPerStreamAtRestKiB),
+    }),
   }
 }
 

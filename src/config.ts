@@ -89,6 +89,13 @@ export const EnvSchema = Type.Object({
   TRUST_PROXY: Type.String({ default: 'false', minLength: 1 }),
   /** Time allowed to receive a whole request (headers and body); a silent connection outside /notify streams is closed after it. Default 10000 ms. */
   REQUEST_TIMEOUT_MS: Millis(10_000, 100),
+  /**
+   * Connections the kernel queues for accept() (listen backlog). Default 4096:
+   * Node's 511 overflows when thousands of browsers reconnect at once after a
+   * deploy, and each dropped SYN costs its client a 1, 3 or 7 s retransmission.
+   * The kernel caps it at net.core.somaxconn.
+   */
+  LISTEN_BACKLOG: Type.Integer({ default: 4096, minimum: 1, maximum: 65_535 }),
   /** Protects GET /metrics: callers send `Authorization: Bearer <METRICS_TOKEN>`. At least 16 characters. Unset: /metrics is open. */
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
 
@@ -179,6 +186,7 @@ export interface Config {
   limits: LimitsConfig
   trustProxy: TrustProxy
   requestTimeoutMs: number
+  listenBacklog: number
   /** Undefined: GET /metrics is open. */
   metricsToken: string | undefined
   cookieName: string
@@ -229,6 +237,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     },
     trustProxy: trustProxy(env.TRUST_PROXY),
     requestTimeoutMs: env.REQUEST_TIMEOUT_MS,
+    listenBacklog: env.LISTEN_BACKLOG,
     metricsToken: env.METRICS_TOKEN,
     cookieName: env.AUTH_COOKIE_NAME,
     allowQueryToken: env.AUTH_ALLOW_QUERY_TOKEN,

@@ -9,8 +9,8 @@ import { encodeEvent } from './sse/frame.js'
 export const EVENT_TYPE = /^[A-Za-z0-9_.:-]{1,64}$/
 /** Names the service itself sends in-band; a publisher cannot impersonate them. */
 export const RESERVED_TYPES: ReadonlySet<string> = new Set(['auth-expired', 'resync'])
-/** Most recipients one event may name. */
-export const MAX_RECIPIENTS = 1000
+/** Most recipients one event may name (MAX_EVENT_BYTES bounds the list too). */
+export const MAX_RECIPIENTS = 10_000
 
 export type DropReason =
   | 'too_large'
@@ -97,6 +97,21 @@ export function tooLarge(raw: string, maxBytes: number): boolean {
   return raw.length > maxBytes || Buffer.byteLength(raw) > maxBytes
 }
 
+/**
+ * The `data:` of a live event: the published object as one line. Without
+ * `recipient_ids`: recipients do not see each other (as with stored events),
+ * and one frame for thousands of recipients does not carry thousands of ids.
+ */
+function frameData(raw: string, body: Record<string, unknown>): string {
+  if (body.recipient_ids !== undefined) {
+    const { recipient_ids: _everyone, ...rest } = body
+    return JSON.stringify(rest)
+  }
+  // JSON.stringify never emits a raw line break, and neither does JSON text
+  // without one; only pretty-printed input needs re-serialising to one line.
+  return raw.includes('\n') || raw.includes('\r') ? JSON.stringify(body) : raw.trim()
+}
+
 /** A plain event as published on the channel: delivered live, without id or history. */
 export function parseMessage(raw: string, maxBytes: number): ParsedMessage {
   if (tooLarge(raw, maxBytes)) return { ok: false, reason: 'too_large' }
@@ -108,9 +123,7 @@ export function parseMessage(raw: string, maxBytes: number): ParsedMessage {
   }
   const valid = validateEvent(body)
   if (!valid.ok) return { ok: false, reason: valid.reason }
-  // JSON.stringify never emits a raw line break, and neither does JSON text
-  // without one; only pretty-printed input needs re-serialising to one line.
-  const data = raw.includes('\n') || raw.includes('\r') ? JSON.stringify(body) : raw.trim()
+  const data = frameData(raw, body as Record<string, unknown>)
   const frame = Buffer.from(encodeEvent(valid.type === undefined ? { data } : { event: valid.type, data }))
   return { ok: true, recipients: valid.recipients, frame }
 }

@@ -28,6 +28,7 @@ t.test('defaults', async (t) => {
     limits: { maxConnections: 10000, maxConnectionsPerUser: 20, connectRatePerMin: 300 },
     trustProxy: false,
     requestTimeoutMs: 10000,
+    listenBacklog: 4096,
     metricsToken: undefined,
   })
 })
@@ -39,6 +40,7 @@ t.test('limits: on by default, bounded, the rate limit alone may be 0', async (t
   fails(t, { ...base, CONNECT_RATE_PER_MIN: '-1' }, /CONNECT_RATE_PER_MIN/, 'negative rate')
   fails(t, { ...base, REQUEST_TIMEOUT_MS: '10' }, /REQUEST_TIMEOUT_MS/, 'REQUEST_TIMEOUT_MS below 100')
   fails(t, { ...base, METRICS_TOKEN: 'short' }, /METRICS_TOKEN/, 'short metrics token')
+  fails(t, { ...base, LISTEN_BACKLOG: '0' }, /LISTEN_BACKLOG/, 'LISTEN_BACKLOG=0')
 })
 
 t.test('introspection mode names each missing setting', async (t) => {

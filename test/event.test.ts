@@ -35,6 +35,15 @@ t.test('recipient_ids: deduplicated, each normalised', async (t) => {
   t.same(parsed.ok && parsed.recipients, ['1', '2'])
 })
 
+t.test('recipient_ids: the frame carries the event without the list', async (t) => {
+  const frame = frameOf('{"recipient_ids":[1,2],"type":"sale","n":{"a":1}}')
+  t.same(JSON.parse(frame.data), { type: 'sale', n: { a: 1 } }, 'recipients do not see each other')
+  const everyone = Array.from({ length: MAX_RECIPIENTS }, (_, i) => `u${i}`)
+  const big = parseMessage(JSON.stringify({ recipient_ids: everyone, type: 'sale' }), MAX)
+  t.equal(big.ok && big.recipients.length, MAX_RECIPIENTS, `${MAX_RECIPIENTS} recipients in one event`)
+  t.ok(big.ok && big.frame.length < 100, 'one small frame for all of them')
+})
+
 t.test('every type allowed by the pattern is accepted', async (t) => {
   for (const type of ['a', 'order.shipped', 'x:y', 'A_B-9', 'z'.repeat(64)]) {
     t.equal(frameOf(JSON.stringify({ recipient_id: 1, type })).event, type)

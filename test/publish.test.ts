@@ -9,6 +9,7 @@ import { loadConfig } from '../src/config.js'
 import { type Built, build } from './helpers/app.js'
 import { startRedis } from './helpers/redis.js'
 import { openStream, type TestStream } from './helpers/sse.js'
+import { MAX_RECIPIENTS } from '../src/event.js'
 
 const TOKEN = 'publish-token-0123456789abcdef'
 const ENV = { PUBLISH_TOKEN: TOKEN, PUBLISH_MAX_EVENTS: '5', PUBLISH_MAX_BYTES: '65536', MAX_EVENT_BYTES: '1024' }
@@ -135,8 +136,8 @@ const CASES: ErrorCase[] = [
   { name: 'recipient_ids not an array', body: (u) => [event(u), { recipient_ids: u }], status: 400, answer: invalid(1, 'recipient_ids') },
   { name: 'recipient_ids with a bad member', body: (u) => [event(u), { recipient_ids: [u, 1.5] }], status: 400, answer: invalid(1, 'recipient_ids') },
   {
-    name: 'more than 1000 recipient_ids',
-    body: (u) => [event(u), { recipient_ids: [u, ...Array.from({ length: 1000 }, (_, k) => `r${k}`)] }],
+    name: `more than ${MAX_RECIPIENTS} recipient_ids`,
+    body: (u) => [event(u), { recipient_ids: [u, ...Array.from({ length: MAX_RECIPIENTS }, (_, k) => k)] }],
     status: 400,
     answer: invalid(1, 'recipient_ids'),
   },

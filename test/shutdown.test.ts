@@ -1,6 +1,6 @@
 // Shutdown: every stream is ended with a retry hint, Redis is closed, and the
 // process exits 0 within SHUTDOWN_TIMEOUT_MS.
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -168,6 +168,23 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     t.equal(Number(await admin.pubsub('NUMSUB', 'notifications').then((r) => (r as [string, number])[1])), 0)
   })
 }
+
+// .ci/run installs iproute2 (ss) when missing.
+const noSs = spawnSync('ss', ['-V']).error !== undefined && 'ss (iproute2) is not installed'
+t.test('the server listens with LISTEN_BACKLOG as its accept queue', { skip: noSs }, async (t) => {
+  const { base } = await startServer(t, {
+    AUTH_MODE: 'upstream',
+    AUTH_UPSTREAM_URL: 'http://127.0.0.1:1/me',
+    HOST: '127.0.0.1',
+    PORT: '0',
+    LISTEN_BACKLOG: '1234',
+  })
+  const port = new URL(base).port
+  // For a listening socket, ss shows the backlog in the Send-Q column.
+  const out = spawnSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).stdout
+  const [, , sendQ] = out.trim().split(/\s+/)
+  t.equal(sendQ, '1234', `ss: ${out.trim()}`)
+})
 
 t.test('a bad configuration stops start-up with a message naming the variable', async (t) => {
   const proc = spawn(process.execPath, [SERVER], {

@@ -93,8 +93,12 @@ export function runWorker(): void {
       if (!measuring) return
       const ev = JSON.parse(e.data) as { recipient_id?: unknown; recipient_ids?: unknown[]; seq: number; t: string }
       const ms = Number(now - BigInt(ev.t)) / 1e6
+      // A live multi-recipient frame carries no recipient (the service strips
+      // the list); the broadcast publisher names every user.
       const mine =
-        String(ev.recipient_id) === s.user || (Array.isArray(ev.recipient_ids) && ev.recipient_ids.some((r) => String(r) === s.user))
+        ev.recipient_id === undefined
+          ? ev.recipient_ids === undefined || ev.recipient_ids.some((r) => String(r) === s.user)
+          : String(ev.recipient_id) === s.user
       if (!mine) {
         misdelivered++
         return
