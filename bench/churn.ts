@@ -3,9 +3,7 @@
 // Usage: npm run bench:churn -- [rounds=10] [streamsPerRound=3000]
 import { once } from 'node:events'
 import { request } from 'node:http'
-import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
-import { CAPACITY, startRedis, startUpstream } from './lib.js'
+import { startInProcess } from './in-process.js'
 
 const ROUNDS = Number(process.argv[2] ?? 10)
 const PER_ROUND = Number(process.argv[3] ?? 3000)
@@ -13,22 +11,8 @@ const gc = (globalThis as { gc?: () => void }).gc
 if (gc === undefined) throw new Error('run with node --expose-gc')
 
 async function main(): Promise<void> {
-  const redis = await startRedis()
-  const upstream = await startUpstream()
-  const config = loadConfig({
-    REDIS_URL: redis.url,
-    AUTH_MODE: 'upstream',
-    AUTH_UPSTREAM_URL: upstream,
-    HOST: '127.0.0.1',
-    PORT: '0',
-    LOG_LEVEL: 'silent',
-    ...CAPACITY,
-    // Cache off: every connect costs an upstream call, the worst case for churn.
-    AUTH_CACHE_TTL_MS: '0',
-  })
-  const app = await buildApp(config)
-  await app.listen({ host: config.host, port: config.port })
-  const { port } = app.server.address() as { port: number }
+  // Auth cache off: every connect costs an upstream call, the worst case for churn.
+  const { app, port } = await startInProcess()
   const hub = app.notifier.hub
 
   const heapMiB: number[] = []

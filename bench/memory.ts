@@ -4,10 +4,8 @@
 // Usage: npm run bench:memory -- [streams=5000] [heap snapshot path]
 import { writeHeapSnapshot } from 'node:v8'
 import { fileURLToPath } from 'node:url'
-import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
 import { Fleet } from './load/fleet.js'
-import { CAPACITY, startRedis, startUpstream } from './lib.js'
+import { startInProcess } from './in-process.js'
 
 const N = Number(process.argv[2] ?? 5000)
 const SNAPSHOT = process.argv[3]
@@ -24,22 +22,8 @@ async function settle(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const redis = await startRedis()
-  const upstream = await startUpstream()
-  const config = loadConfig({
-    REDIS_URL: redis.url,
-    AUTH_MODE: 'upstream',
-    AUTH_UPSTREAM_URL: upstream,
-    HOST: '127.0.0.1',
-    PORT: '0',
-    LOG_LEVEL: 'silent',
-    ...CAPACITY,
-    // Cached answers belong to tokens, not streams, and expire: keep them out.
-    AUTH_CACHE_TTL_MS: '0',
-  })
-  const app = await buildApp(config)
-  await app.listen({ host: '127.0.0.1', port: 0 })
-  const { port } = app.server.address() as { port: number }
+  // Auth cache off: cached answers belong to tokens, not streams.
+  const { app, port } = await startInProcess()
   const fleet = await Fleet.start(fileURLToPath(new URL('./run.ts', import.meta.url)), { workers: 2, bind: false, inFlight: 100 })
   await settle()
   const before = process.memoryUsage()
