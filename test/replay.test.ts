@@ -338,7 +338,7 @@ for (const broker of ['redis', 'embedded'] as const) {
         for (const e of [ra, rb]) {
           t.equal(e?.event, 'raw')
           t.equal(e?.id, undefined, 'no id')
-          t.same(JSON.parse(e?.data ?? ''), { recipient_ids: ['ma', 'mb'], type: 'raw' }, 'as published')
+          t.same(JSON.parse(e?.data ?? ''), { type: 'raw' }, 'as published, without the list of recipients')
         }
         t.equal(await s.redis.client().xlen('notifications:history:{ma}'), 2, 'not stored')
         const resumed = await connect(t, s, 'ma', { header: before?.id })
