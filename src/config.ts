@@ -41,7 +41,7 @@ export const EnvSchema = Type.Object({
   AUTH_UPSTREAM_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** upstream mode: field of the JSON answer holding the user id. Default `user_id`. */
   AUTH_UPSTREAM_USER_FIELD: Type.String({ default: 'user_id', minLength: 1 }),
-  /** upstream and introspection modes: timeout of one call to the auth server. Default 2000 ms. */
+  /** upstream and introspection modes: timeout of one check, its wait for a free call slot included (auth/slots.ts). Default 2000 ms. */
   AUTH_UPSTREAM_TIMEOUT_MS: Millis(2000, 1),
   /** upstream and introspection modes: how long a positive answer is cached (keyed by token hash; never past the token's `exp`). 0 disables. Default 30000 ms. */
   AUTH_CACHE_TTL_MS: Millis(30_000),

@@ -6,6 +6,7 @@ import type { FastifyRequest } from 'fastify'
 import { pino } from 'pino'
 import t from 'tap'
 import { createAuthenticator } from '../src/auth/authenticate.js'
+import { AUTH_IN_FLIGHT } from '../src/auth/slots.js'
 import type { CacheLookup } from '../src/auth/principal.js'
 import { loadConfig } from '../src/config.js'
 import { LogLimiter } from '../src/log-limiter.js'
@@ -325,6 +326,32 @@ t.test('upstream connections are kept alive across checks', WAIT, async (t) => {
   }
   t.equal(s.upstream.calls.get('user-ka'), checks)
   t.ok(s.upstream.connections() < checks, `${s.upstream.connections()} connections for ${checks} calls`)
+})
+
+t.test('a burst of checks uses at most AUTH_IN_FLIGHT upstream connections, all answered', WAIT, async (t) => {
+  const s = await build(t, { broker: 'embedded', env: { AUTH_CACHE_TTL_MS: '0' } })
+  const n = AUTH_IN_FLIGHT * 2 + 10
+  const streams = await Promise.all(
+    Array.from({ length: n }, (_, i) => openStream(t, `${s.base}/notify`, { authorization: `Bearer slow-30-b${i}` })),
+  )
+  t.same(new Set(streams.map((st) => st.status)), new Set([200]), `all ${n} admitted`)
+  t.equal(s.upstream.totalCalls(), n)
+  t.ok(s.upstream.connections() <= AUTH_IN_FLIGHT, `${s.upstream.connections()} upstream connections for ${n} concurrent checks`)
+})
+
+t.test('waiting for an upstream slot counts against the auth timeout', WAIT, async (t) => {
+  const s = await build(t, { broker: 'embedded', env: { AUTH_CACHE_TTL_MS: '0', AUTH_UPSTREAM_TIMEOUT_MS: '400' } })
+  const n = AUTH_IN_FLIGHT * 3
+  // Each call takes 300 ms: the first wave fits in the 400 ms timeout. A check
+  // of the second wave waits ~300 ms for its slot; had its timeout started only
+  // with its own call, it would be admitted too.
+  const streams = await Promise.all(
+    Array.from({ length: n }, (_, i) => openStream(t, `${s.base}/notify`, { authorization: `Bearer slow-300-w${i}` })),
+  )
+  const by = (status: number) => streams.filter((st) => st.status === status).length
+  t.ok(by(200) >= AUTH_IN_FLIGHT * 0.9, `the first wave is admitted (${by(200)})`)
+  t.ok(by(503) >= AUTH_IN_FLIGHT, `the later waves are told to come back (${by(503)})`)
+  t.equal(by(200) + by(503), n)
 })
 
 t.test('refusals and errors do not cost a new upstream connection each', WAIT, async (t) => {

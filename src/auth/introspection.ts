@@ -9,6 +9,7 @@ import { withCache } from './cached.js'
 import { describe, member, readJson, release } from './http-json.js'
 import { judgeIntrospection } from './introspection-answer.js'
 import type { CacheLookup, Principal, Verifier } from './principal.js'
+import { AUTH_IN_FLIGHT, Slots } from './slots.js'
 
 type IntrospectionConfig = Extract<AuthConfig, { mode: 'introspection' }>
 
@@ -31,6 +32,7 @@ export function basicCredentials(clientId: string, clientSecret: string): string
 
 export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifier {
   const doFetch = opts.fetch ?? fetch
+  const slots = new Slots(AUTH_IN_FLIGHT)
   const now = opts.now ?? Date.now
   const { logs } = opts
   const headers = {
@@ -39,7 +41,18 @@ export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifie
     'content-type': 'application/x-www-form-urlencoded',
   }
 
-  async function ask(token: string): Promise<Principal> {
+  const unreachable = (err: unknown): Error => {
+    logs.write('warn', 'introspection-unreachable', { err: describe(err) }, 'introspection endpoint unreachable or timed out')
+    return errors.authUnavailable()
+  }
+
+  // The timeout starts before the wait for a slot: it bounds the whole check.
+  function ask(token: string): Promise<Principal> {
+    const signal = AbortSignal.timeout(opts.timeoutMs)
+    return slots.run(signal, () => askInSlot(token, signal), unreachable)
+  }
+
+  async function askInSlot(token: string, signal: AbortSignal): Promise<Principal> {
     let res: Response
     try {
       res = await doFetch(opts.url, {
@@ -49,11 +62,10 @@ export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifie
         // A redirect would replay our client credentials elsewhere; a moved
         // endpoint is a configuration error, reported below by its status.
         redirect: 'manual',
-        signal: AbortSignal.timeout(opts.timeoutMs),
+        signal,
       })
     } catch (err) {
-      logs.write('warn', 'introspection-unreachable', { err: describe(err) }, 'introspection endpoint unreachable or timed out')
-      throw errors.authUnavailable()
+      throw unreachable(err)
     }
     try {
       return await answer(res)

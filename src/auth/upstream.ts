@@ -7,6 +7,7 @@ import { normalizeRecipient } from '../recipient.js'
 import { withCache } from './cached.js'
 import { describe, member, readJson, release } from './http-json.js'
 import type { CacheLookup, Principal, Verifier } from './principal.js'
+import { AUTH_IN_FLIGHT, Slots } from './slots.js'
 
 export interface UpstreamOptions {
   url: string
@@ -21,18 +22,29 @@ export interface UpstreamOptions {
 
 export function createUpstreamVerifier(opts: UpstreamOptions): Verifier {
   const doFetch = opts.fetch ?? fetch
+  const slots = new Slots(AUTH_IN_FLIGHT)
 
-  async function ask(token: string): Promise<Principal> {
+  const unreachable = (err: unknown): Error => {
+    opts.logs.write('warn', 'upstream-unreachable', { err: describe(err) }, 'auth upstream unreachable or timed out')
+    return errors.authUnavailable()
+  }
+
+  // The timeout starts before the wait for a slot: it bounds the whole check.
+  function ask(token: string): Promise<Principal> {
+    const signal = AbortSignal.timeout(opts.timeoutMs)
+    return slots.run(signal, () => askInSlot(token, signal), unreachable)
+  }
+
+  async function askInSlot(token: string, signal: AbortSignal): Promise<Principal> {
     let res: Response
     try {
       res = await doFetch(opts.url, {
         method: 'GET',
         headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
-        signal: AbortSignal.timeout(opts.timeoutMs),
+        signal,
       })
     } catch (err) {
-      opts.logs.write('warn', 'upstream-unreachable', { err: describe(err) }, 'auth upstream unreachable or timed out')
-      throw errors.authUnavailable()
+      throw unreachable(err)
     }
     try {
       if (res.status === 400 || res.status === 401 || res.status === 403) throw errors.tokenRejected()
