@@ -1,7 +1,7 @@
 // SSE framing, checked by parsing our output with a real parser (eventsource-parser).
 import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import t from 'tap'
-import { encodeComment, encodeEvent, encodeRetry } from '../src/sse/frame.js'
+import { encodeChunk, encodeComment, encodeEvent, encodeRetry } from '../src/sse/frame.js'
 
 function parse(text: string) {
   const events: EventSourceMessage[] = []
@@ -59,4 +59,11 @@ t.test('frames concatenate into a stream that parses event by event', async (t) 
   const text = [1, 2, 3].map((i) => encodeEvent({ event: `e${i}`, data: JSON.stringify({ i }) })).join(encodeComment())
   const { events } = parse(text)
   t.same(events.map((e) => [e.event, JSON.parse(e.data).i]), [['e1', 1], ['e2', 2], ['e3', 3]])
+})
+
+t.test('HTTP/1.1 chunks: hex size, CRLF, bytes, CRLF; never empty', async (t) => {
+  t.equal(encodeChunk(Buffer.from('abc')).toString('latin1'), '3\r\nabc\r\n')
+  const big = Buffer.alloc(300, 'x')
+  t.equal(encodeChunk(big).toString('latin1'), `12c\r\n${'x'.repeat(300)}\r\n`)
+  t.throws(() => encodeChunk(Buffer.alloc(0)), RangeError, 'a zero-size chunk is the end of the body')
 })

@@ -1,4 +1,4 @@
-// Server-Sent Events framing, pure. [spec] WHATWG HTML, "Server-sent events",
+// Server-Sent Events framing (and the HTTP/1.1 chunk it travels in), pure. [spec] WHATWG HTML, "Server-sent events",
 // section 9.2.6 (interpreting an event stream): lines end in CR, LF or CRLF; a
 // blank line dispatches; `:` starts a comment; fields are `name: value`.
 
@@ -44,4 +44,15 @@ export function encodeComment(text = ''): string {
 export function encodeRetry(ms: number): string {
   if (!Number.isInteger(ms) || ms < 0) throw new TypeError('SSE retry must be a non-negative integer')
   return `retry: ${ms}\n\n`
+}
+
+const CRLF = Buffer.from('\r\n')
+
+/**
+ * One HTTP/1.1 chunk (RFC 9112, section 7.1): the size in hex, CRLF, the bytes,
+ * CRLF. Streams write their frames as chunks straight to the socket.
+ */
+export function encodeChunk(bytes: Buffer): Buffer {
+  if (bytes.length === 0) throw new RangeError('an empty chunk would end the body')
+  return Buffer.concat([Buffer.from(`${bytes.length.toString(16)}\r\n`, 'latin1'), bytes, CRLF])
 }

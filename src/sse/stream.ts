@@ -8,7 +8,7 @@ import type { Socket } from 'node:net'
 import { isAfter, type Position, START } from '../history/event-id.js'
 import type { Framed, Outcome } from '../history/replay.js'
 import type { Scheduled } from './deadlines.js'
-import { encodeEvent } from './frame.js'
+import { encodeChunk, encodeEvent } from './frame.js'
 
 export type CloseReason = 'client' | 'slow' | 'expired' | 'shutdown' | 'unavailable'
 
@@ -18,18 +18,15 @@ export type Headers = Record<string, string | string[] | number>
 export type Opener = (res: ServerResponse, headers: Headers) => void
 
 const RESYNC = Buffer.from(encodeEvent({ event: 'resync', data: '{}' }))
-const CRLF = Buffer.from('\r\n')
-
 // After the head, frames go straight to the socket as HTTP/1.1 chunks (what
 // ServerResponse would do with three writes and two string conversions per
 // frame). An event is written to all its recipients' streams one after the
 // other: the last frame's chunk is kept, so each is wrapped once, not once per stream.
 let lastFrame: Buffer | undefined
-let lastChunk = Buffer.alloc(0)
+let lastChunk: Buffer = Buffer.alloc(0)
 function asChunk(frame: Buffer): Buffer {
   if (frame !== lastFrame) {
-    const size = Buffer.from(`${frame.length.toString(16)}\r\n`, 'latin1')
-    lastChunk = Buffer.concat([size, frame, CRLF])
+    lastChunk = encodeChunk(frame)
     lastFrame = frame
   }
   return lastChunk
