@@ -53,16 +53,19 @@ const KiB = (b: number) => +(b / 1024).toFixed(1)
 const MiB = (b: number) => +(b / 2 ** 20).toFixed(1)
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
+class UsageError extends Error {}
+
 function parseArgs(argv: string[]): Options | 'storm' {
   const scenario = argv.find((a) => !a.startsWith('--'))
   if (scenario === 'storm') return 'storm'
   if (scenario === undefined || !(scenario in DEFAULTS)) {
-    throw new Error(`usage: npm run bench -- <${[...Object.keys(DEFAULTS), 'storm'].join('|')}> [--target=ours|baseline|both] [--runs=N] ...`)
+    throw new UsageError(`usage: npm run bench -- <${[...Object.keys(DEFAULTS), 'storm'].join('|')}> [--target=ours|baseline|both] [--runs=N] ...`)
   }
   const flag = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1]
   const num = (name: string, fallback: number) => Number(flag(name) ?? fallback)
   const d = DEFAULTS[scenario as Scenario]
   const target = flag('target') ?? 'ours'
+  if (!['ours', 'baseline', 'both'].includes(target)) throw new UsageError(`--target must be ours, baseline or both (got ${target})`)
   return {
     scenario: scenario as Scenario,
     targets: target === 'both' ? ['ours', 'baseline'] : [target as Target],
@@ -240,6 +243,6 @@ function summarize(o: Options, target: Target, results: Record<string, unknown>[
 if (process.argv.includes('--worker')) runWorker()
 else
   main().catch((err: unknown) => {
-    console.error(err)
-    process.exit(1)
+    console.error(err instanceof UsageError ? err.message : err)
+    process.exit(err instanceof UsageError ? 2 : 1)
   })
