@@ -3,12 +3,22 @@
 // socket to the auth server per concurrent check (undici's pool has no upper
 // bound); with it, a few kept-alive sockets carry them all. The caller's
 // timeout covers the wait: a check never waits longer than it may take.
+
 /** Checks in flight to one auth server at a time (upstream or introspection); more wait within their timeout. */
 export const AUTH_IN_FLIGHT = 128
 
+interface Waiter {
+  wake: () => void
+  signal: AbortSignal
+  onAbort: () => void
+  /** Gave up (its signal aborted); skipped when its turn comes. */
+  gone: boolean
+}
+
 export class Slots {
   #free: number
-  #queue: { wake: () => void; fail: (err: unknown) => void; signal: AbortSignal; onAbort: () => void }[] = []
+  #queue: Waiter[] = []
+  #waiting = 0
 
   constructor(limit: number) {
     this.#free = limit
@@ -22,18 +32,20 @@ export class Slots {
       return Promise.resolve()
     }
     return new Promise<void>((resolve, reject) => {
-      const entry = {
+      const waiter: Waiter = {
         wake: resolve,
-        fail: reject,
         signal,
+        // Marked, not searched for: a storm of timeouts stays linear.
         onAbort: () => {
-          const at = this.#queue.indexOf(entry)
-          if (at >= 0) this.#queue.splice(at, 1)
+          waiter.gone = true
+          this.#waiting--
           reject(signal.reason)
         },
+        gone: false,
       }
-      signal.addEventListener('abort', entry.onAbort, { once: true })
-      this.#queue.push(entry)
+      signal.addEventListener('abort', waiter.onAbort, { once: true })
+      this.#queue.push(waiter)
+      this.#waiting++
     })
   }
 
@@ -54,19 +66,20 @@ export class Slots {
     }
   }
 
-  /** Gives a slot back: to the longest waiting caller, or to the pool. */
+  /** Gives a slot back: to the longest waiting caller still there, or to the pool. */
   release(): void {
-    const next = this.#queue.shift()
-    if (next === undefined) {
-      this.#free++
+    for (let next = this.#queue.shift(); next !== undefined; next = this.#queue.shift()) {
+      if (next.gone) continue
+      next.signal.removeEventListener('abort', next.onAbort)
+      this.#waiting--
+      next.wake()
       return
     }
-    next.signal.removeEventListener('abort', next.onAbort)
-    next.wake()
+    this.#free++
   }
 
   /** Callers waiting for a slot. */
   get waiting(): number {
-    return this.#queue.length
+    return this.#waiting
   }
 }

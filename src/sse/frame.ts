@@ -1,6 +1,7 @@
-// Server-Sent Events framing (and the HTTP/1.1 chunk it travels in), pure. [spec] WHATWG HTML, "Server-sent events",
-// section 9.2.6 (interpreting an event stream): lines end in CR, LF or CRLF; a
-// blank line dispatches; `:` starts a comment; fields are `name: value`.
+// Server-Sent Events framing, and the HTTP/1.1 chunk a frame travels in; pure.
+// [spec] WHATWG HTML, "Server-sent events", section 9.2.6 (interpreting an
+// event stream): lines end in CR, LF or CRLF; a blank line dispatches; `:`
+// starts a comment; fields are `name: value`.
 
 export interface SseEvent {
   /** `event:` field; dispatched under this name instead of `message`. */
