@@ -9,7 +9,7 @@ import { withCache } from './cached.js'
 import { describe, member, readJson, release } from './http-json.js'
 import { judgeIntrospection } from './introspection-answer.js'
 import type { CacheLookup, Principal, Verifier } from './principal.js'
-import { AUTH_IN_FLIGHT, Slots } from './slots.js'
+import { boundedCheck } from './slots.js'
 
 type IntrospectionConfig = Extract<AuthConfig, { mode: 'introspection' }>
 
@@ -32,7 +32,6 @@ export function basicCredentials(clientId: string, clientSecret: string): string
 
 export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifier {
   const doFetch = opts.fetch ?? fetch
-  const slots = new Slots(AUTH_IN_FLIGHT)
   const now = opts.now ?? Date.now
   const { logs } = opts
   const headers = {
@@ -44,12 +43,6 @@ export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifie
   const unreachable = (err: unknown): Error => {
     logs.write('warn', 'introspection-unreachable', { err: describe(err) }, 'introspection endpoint unreachable or timed out')
     return errors.authUnavailable()
-  }
-
-  // The timeout starts before the wait for a slot: it bounds the whole check.
-  function ask(token: string): Promise<Principal> {
-    const signal = AbortSignal.timeout(opts.timeoutMs)
-    return slots.run(signal, () => askInSlot(token, signal), unreachable)
   }
 
   async function askInSlot(token: string, signal: AbortSignal): Promise<Principal> {
@@ -110,5 +103,5 @@ export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifie
     throw errors.tokenRejected()
   }
 
-  return withCache(ask, { ttlMs: opts.cacheTtlMs, now, onCacheLookup: opts.onCacheLookup })
+  return withCache(boundedCheck(opts.timeoutMs, askInSlot, unreachable), { ttlMs: opts.cacheTtlMs, now, onCacheLookup: opts.onCacheLookup })
 }

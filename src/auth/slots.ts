@@ -7,6 +7,23 @@
 /** Checks in flight to one auth server at a time (upstream or introspection); more wait within their timeout. */
 export const AUTH_IN_FLIGHT = 128
 
+/**
+ * One auth server's check: `call` runs in one of AUTH_IN_FLIGHT slots, under a
+ * timeout that starts before the wait for the slot, so it bounds the whole
+ * check. A check that times out while waiting rejects with `unreachable(reason)`.
+ */
+export function boundedCheck<T>(
+  timeoutMs: number,
+  call: (token: string, signal: AbortSignal) => Promise<T>,
+  unreachable: (reason: unknown) => Error,
+): (token: string) => Promise<T> {
+  const slots = new Slots(AUTH_IN_FLIGHT)
+  return (token) => {
+    const signal = AbortSignal.timeout(timeoutMs)
+    return slots.run(signal, () => call(token, signal), unreachable)
+  }
+}
+
 interface Waiter {
   wake: () => void
   signal: AbortSignal

@@ -7,7 +7,7 @@ import { normalizeRecipient } from '../recipient.js'
 import { withCache } from './cached.js'
 import { describe, member, readJson, release } from './http-json.js'
 import type { CacheLookup, Principal, Verifier } from './principal.js'
-import { AUTH_IN_FLIGHT, Slots } from './slots.js'
+import { boundedCheck } from './slots.js'
 
 export interface UpstreamOptions {
   url: string
@@ -22,17 +22,10 @@ export interface UpstreamOptions {
 
 export function createUpstreamVerifier(opts: UpstreamOptions): Verifier {
   const doFetch = opts.fetch ?? fetch
-  const slots = new Slots(AUTH_IN_FLIGHT)
 
   const unreachable = (err: unknown): Error => {
     opts.logs.write('warn', 'upstream-unreachable', { err: describe(err) }, 'auth upstream unreachable or timed out')
     return errors.authUnavailable()
-  }
-
-  // The timeout starts before the wait for a slot: it bounds the whole check.
-  function ask(token: string): Promise<Principal> {
-    const signal = AbortSignal.timeout(opts.timeoutMs)
-    return slots.run(signal, () => askInSlot(token, signal), unreachable)
   }
 
   async function askInSlot(token: string, signal: AbortSignal): Promise<Principal> {
@@ -68,5 +61,5 @@ export function createUpstreamVerifier(opts: UpstreamOptions): Verifier {
     }
   }
 
-  return withCache(ask, { ttlMs: opts.cacheTtlMs, now: opts.now, onCacheLookup: opts.onCacheLookup })
+  return withCache(boundedCheck(opts.timeoutMs, askInSlot, unreachable), { ttlMs: opts.cacheTtlMs, now: opts.now, onCacheLookup: opts.onCacheLookup })
 }

@@ -5,6 +5,7 @@
 import { once } from 'node:events'
 import { createServer, type RequestListener } from 'node:http'
 import { APP_CLIENT, makeProvider, memoryAdapter, type Minter, minter, RESOURCES, SERVICE_CLIENT, signingKey } from './oidc-setup.js'
+import { closeServer } from './listen.js'
 
 export { type MintOptions, type Minter, RESOURCES, SERVICE_CLIENT } from './oidc-setup.js'
 
@@ -60,12 +61,7 @@ export async function startOidc(t: Teardown): Promise<TestOidc> {
   let keys = [await signingKey()]
   let current = makeProvider(issuer, keys, adapter)
   handler = current.callback()
-  const stop = async () => {
-    if (!server.listening) return
-    server.closeAllConnections()
-    server.close()
-    await once(server, 'close')
-  }
+  const stop = () => closeServer(server)
   t.teardown(stop)
   const discovery = (await (await fetch(`${issuer}/.well-known/openid-configuration`)).json()) as Record<string, string>
 

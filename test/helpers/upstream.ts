@@ -6,6 +6,7 @@
 //   anything else  -> 401
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { closeServer } from './listen.js'
 
 export interface TestUpstream {
   url: string
@@ -55,12 +56,7 @@ export async function startUpstream(t: Teardown): Promise<TestUpstream> {
   server.on('connection', () => connections++)
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
-  const close = async () => {
-    if (!server.listening) return
-    server.closeAllConnections()
-    server.close()
-    await once(server, 'close')
-  }
+  const close = () => closeServer(server)
   t.teardown(close)
   return {
     url: `http://127.0.0.1:${(server.address() as { port: number }).port}/me`,
