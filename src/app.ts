@@ -34,8 +34,6 @@ export interface AppDeps {
   subscriberClient?: Redis
   /** Redis client for history reads and publishing; default: one made from REDIS_URL. */
   commandClient?: Redis
-  /** fetch used to call the auth upstream. */
-  fetch?: typeof fetch
   /** Clock, epoch milliseconds. */
   now?: () => number
   /** JWKS fetch timeout and refetch cooldown (jwt mode with JWT_JWKS_URL). */
@@ -151,14 +149,16 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   if (script === undefined) app.log.warn('dist/client/notify-client.js not found (run npm run build): /client.js answers 404')
   else await app.register(clientRoute, { script })
   await app.register(metricsRoute, { registry: metrics.registry, token: config.metricsToken })
+  const auth = createAuthenticator(config, logs, {
+    ...deps,
+    onCacheLookup: (result) => {
+      metrics.cacheLookup(result)
+      deps.onCacheLookup?.(result)
+    },
+  })
+  app.addHook('onClose', () => auth.close())
   await app.register(notifyRoute, {
-    authenticate: createAuthenticator(config, logs, {
-      ...deps,
-      onCacheLookup: (result) => {
-        metrics.cacheLookup(result)
-        deps.onCacheLookup?.(result)
-      },
-    }),
+    authenticate: auth.authenticate,
     hub,
     resumer,
     admission: new Admission(config.limits, hub),

@@ -124,7 +124,8 @@ t.test('onCacheLookup: miss, hit, shared; AUTH_CACHE_TTL_MS=0 never hits', WAIT,
     const lookups: CacheLookup[] = []
     const config = loadConfig({ ...oidc.introspectionEnv(), ...env })
     const logs = new LogLimiter(pino({ level: 'silent' }))
-    const authenticate = createAuthenticator(config, logs, { onCacheLookup: (r) => lookups.push(r) })
+    const { authenticate, close } = createAuthenticator(config, logs, { onCacheLookup: (r) => lookups.push(r) })
+    t.teardown(close)
     const as = (token: string) => authenticate({ headers: bearer(token), cookies: {}, query: {} } as unknown as FastifyRequest)
     return { as, lookups }
   }

@@ -133,6 +133,69 @@ t.test('an upstream answer that is neither success nor refusal is 503', WAIT, as
   }
 })
 
+t.test('an answer over 64 KiB is 503 and read no further; the pool still works after it', WAIT, async (t) => {
+  const s = await build(t)
+  let chunkedFinished: (finished: boolean) => void = () => {}
+  const chunkedClosed = new Promise<boolean>((resolve) => (chunkedFinished = resolve))
+  s.upstream.handle((token, _req, res) => {
+    if (token === 'user-after') {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      return res.end(JSON.stringify({ user_id: 'after' }))
+    }
+    // 'declared' says its size up front; 'chunked' would send 8 MiB if read to the end.
+    const chunk = Buffer.alloc(16 * 1024, 0x20)
+    res.writeHead(200, token === 'declared'
+      ? { 'content-type': 'application/json', 'content-length': String(100 * 1024) }
+      : { 'content-type': 'application/json' })
+    let sent = 0
+    const pump = () => {
+      while (sent < (token === 'declared' ? 100 * 1024 : 8 * 1024 * 1024)) {
+        sent += chunk.length
+        if (!res.write(chunk)) return void res.once('drain', pump)
+      }
+      res.end()
+    }
+    if (token === 'chunked') res.on('close', () => chunkedFinished(res.writableFinished))
+    pump()
+  })
+  for (const token of ['declared', 'chunked']) {
+    const stream = await openStream(t, `${s.base}/notify`, { authorization: `Bearer ${token}` })
+    t.equal(stream.status, 503, token)
+    t.match(jsonBody(stream), { code: 'NOTIFY_AUTH_UNAVAILABLE' })
+  }
+  t.equal(await chunkedClosed, false, 'the 8 MiB answer was cut off, not read to its end')
+  const after = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-after' })
+  t.equal(after.status, 200, 'the next check is answered')
+  after.close()
+})
+
+t.test('a redirect is not followed: 503, the other server never asked', WAIT, async (t) => {
+  const s = await build(t)
+  const elsewhere = await startUpstream(t)
+  s.upstream.handle((_token, _req, res) => {
+    res.writeHead(307, { location: elsewhere.url })
+    res.end()
+  })
+  const stream = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-1' })
+  t.equal(stream.status, 503)
+  t.equal(elsewhere.totalCalls(), 0, 'the token did not travel to the Location')
+})
+
+t.test('the query string of AUTH_UPSTREAM_URL is sent', WAIT, async (t) => {
+  const upstream = await startUpstream(t)
+  const paths: string[] = []
+  upstream.handle((_token, req, res) => {
+    paths.push(req.url ?? '')
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ user_id: 'q' }))
+  })
+  const s = await build(t, { env: { AUTH_UPSTREAM_URL: `${upstream.url}?audience=notify&x=%20` } })
+  const stream = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-q' })
+  t.equal(stream.status, 200)
+  stream.close()
+  t.same(paths, ['/me?audience=notify&x=%20'])
+})
+
 t.test('an upstream timeout is 503', WAIT, async (t) => {
   const s = await build(t, { env: { AUTH_UPSTREAM_TIMEOUT_MS: '200' } })
   const started = Date.now()
@@ -274,9 +337,10 @@ t.test('onCacheLookup reports miss, hit and shared; AUTH_CACHE_TTL_MS=0 never hi
   const authenticator = (env: Record<string, string>) => {
     const lookups: CacheLookup[] = []
     const config = loadConfig({ AUTH_MODE: 'upstream', AUTH_UPSTREAM_URL: upstream.url, ...env })
-    const authenticate = createAuthenticator(config, new LogLimiter(pino({ level: 'silent' })), {
+    const { authenticate, close } = createAuthenticator(config, new LogLimiter(pino({ level: 'silent' })), {
       onCacheLookup: (r) => lookups.push(r),
     })
+    t.teardown(close)
     const as = (token: string) =>
       authenticate({ headers: { authorization: `Bearer ${token}` }, cookies: {}, query: {} } as unknown as FastifyRequest)
     return { as, lookups }

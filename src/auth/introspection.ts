@@ -1,12 +1,13 @@
 // Introspection mode: ask the identity provider about each token through its
 // RFC 7662 endpoint, authenticated as this service's own client. Positive
 // answers are cached (never past the token's exp) and concurrent checks of one
-// token share one call (cached.ts); the global fetch keeps connections alive.
+// token share one call (cached.ts); connections are kept alive (http-client.ts).
 import type { AuthConfig } from '../config.js'
 import { errors, isClientError } from '../errors.js'
 import type { LogLimiter } from '../log-limiter.js'
 import { withCache } from './cached.js'
-import { describe, member, readJson, release } from './http-json.js'
+import type { AuthAnswer, AuthHttp } from './http-client.js'
+import { describe, member } from './http-json.js'
 import { judgeIntrospection } from './introspection-answer.js'
 import type { CacheLookup, Principal, Verifier } from './principal.js'
 import { boundedCheck } from './slots.js'
@@ -14,7 +15,7 @@ import { boundedCheck } from './slots.js'
 type IntrospectionConfig = Extract<AuthConfig, { mode: 'introspection' }>
 
 export interface IntrospectionOptions extends Omit<IntrospectionConfig, 'mode'> {
-  fetch?: typeof fetch
+  http: AuthHttp
   now?: () => number
   onCacheLookup?: (result: CacheLookup) => void
   logs: LogLimiter
@@ -31,7 +32,6 @@ export function basicCredentials(clientId: string, clientSecret: string): string
 }
 
 export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifier {
-  const doFetch = opts.fetch ?? fetch
   const now = opts.now ?? Date.now
   const { logs } = opts
   const headers = {
@@ -46,17 +46,12 @@ export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifie
   }
 
   async function askInSlot(token: string, signal: AbortSignal): Promise<Principal> {
-    let res: Response
+    let res: AuthAnswer
     try {
-      res = await doFetch(opts.url, {
-        method: 'POST',
-        headers,
-        body: new URLSearchParams({ token, token_type_hint: 'access_token' }).toString(),
-        // A redirect would replay our client credentials elsewhere; a moved
-        // endpoint is a configuration error, reported below by its status.
-        redirect: 'manual',
-        signal,
-      })
+      // Redirects are not followed (they would replay our client credentials
+      // elsewhere): a moved endpoint is a configuration error, reported below by its status.
+      const body = new URLSearchParams({ token, token_type_hint: 'access_token' }).toString()
+      res = await opts.http.send(opts.url, { method: 'POST', headers, body }, signal)
     } catch (err) {
       throw unreachable(err)
     }
@@ -67,18 +62,18 @@ export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifie
       logs.write('warn', 'introspection-body', { err: describe(err) }, 'introspection answer could not be read')
       throw errors.authUnavailable()
     } finally {
-      await release(res)
+      await res.discard()
     }
   }
 
-  async function answer(res: Response): Promise<Principal> {
+  async function answer(res: AuthAnswer): Promise<Principal> {
     if (res.status === 401 || res.status === 403) {
       // The provider refused *us*: every connect fails until the config is fixed.
       logs.write('error', 'introspection-client-refused', { status: res.status, clientId: opts.clientId },
         'introspection endpoint refused this service\'s client credentials: check INTROSPECTION_CLIENT_ID and INTROSPECTION_CLIENT_SECRET')
       throw errors.authUnavailable()
     }
-    if (res.status === 400 && member(await readJson(res), 'error') === 'unsupported_token_type') {
+    if (res.status === 400 && member(await res.json(), 'error') === 'unsupported_token_type') {
       // oidc-provider's answer for a JWT it will not introspect: about the token, not us.
       throw errors.tokenRejected()
     }
@@ -86,7 +81,7 @@ export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifie
       logs.write('warn', 'introspection-status', { status: res.status }, 'introspection endpoint answered with an unexpected status')
       throw errors.authUnavailable()
     }
-    const verdict = judgeIntrospection(await readJson(res), opts, now())
+    const verdict = judgeIntrospection(await res.json(), opts, now())
     if ('principal' in verdict) return verdict.principal
     if (verdict.refused === 'no-user') {
       // The provider vouches for the token, so this is a 401, not an outage:

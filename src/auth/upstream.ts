@@ -1,11 +1,12 @@
 // Upstream mode: ask an HTTP auth server who owns a token. Positive answers are
-// cached and concurrent checks share one call (cached.ts). The global fetch
-// (undici) keeps upstream connections alive between calls.
+// cached and concurrent checks share one call (cached.ts). The connections to
+// the upstream are kept alive between calls (http-client.ts).
 import { errors, isClientError } from '../errors.js'
 import type { LogLimiter } from '../log-limiter.js'
 import { normalizeRecipient } from '../recipient.js'
 import { withCache } from './cached.js'
-import { describe, member, readJson, release } from './http-json.js'
+import type { AuthAnswer, AuthHttp } from './http-client.js'
+import { describe, member } from './http-json.js'
 import type { CacheLookup, Principal, Verifier } from './principal.js'
 import { boundedCheck } from './slots.js'
 
@@ -14,14 +15,14 @@ export interface UpstreamOptions {
   userField: string
   timeoutMs: number
   cacheTtlMs: number
-  fetch?: typeof fetch
+  http: AuthHttp
   now?: () => number
   onCacheLookup?: (result: CacheLookup) => void
   logs: LogLimiter
 }
 
 export function createUpstreamVerifier(opts: UpstreamOptions): Verifier {
-  const doFetch = opts.fetch ?? fetch
+  const headers = { accept: 'application/json' }
 
   const unreachable = (err: unknown): Error => {
     opts.logs.write('warn', 'upstream-unreachable', { err: describe(err) }, 'auth upstream unreachable or timed out')
@@ -29,13 +30,9 @@ export function createUpstreamVerifier(opts: UpstreamOptions): Verifier {
   }
 
   async function askInSlot(token: string, signal: AbortSignal): Promise<Principal> {
-    let res: Response
+    let res: AuthAnswer
     try {
-      res = await doFetch(opts.url, {
-        method: 'GET',
-        headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
-        signal,
-      })
+      res = await opts.http.send(opts.url, { method: 'GET', headers: { ...headers, authorization: `Bearer ${token}` } }, signal)
     } catch (err) {
       throw unreachable(err)
     }
@@ -45,7 +42,7 @@ export function createUpstreamVerifier(opts: UpstreamOptions): Verifier {
         opts.logs.write('warn', 'upstream-status', { status: res.status }, 'auth upstream answered with an error status')
         throw errors.authUnavailable()
       }
-      const userId = normalizeRecipient(member(await readJson(res), opts.userField))
+      const userId = normalizeRecipient(member(await res.json(), opts.userField))
       if (userId === undefined) {
         opts.logs.write('error', 'upstream-contract', { field: opts.userField },
           'auth upstream answered 2xx without a usable user id field')
@@ -57,7 +54,7 @@ export function createUpstreamVerifier(opts: UpstreamOptions): Verifier {
       opts.logs.write('warn', 'upstream-body', { err: describe(err) }, 'auth upstream answer could not be read')
       throw errors.authUnavailable()
     } finally {
-      await release(res)
+      await res.discard()
     }
   }
 
