@@ -1,6 +1,6 @@
 // Every setting is documented where operators look: README's configuration
 // table and .env.example, both in the schema's order.
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import t, { type Test } from 'tap'
 import { EnvSchema } from '../src/config.js'
 
@@ -37,4 +37,13 @@ t.test("README's client helper table lists every option of NotifyOptions", async
   const section = readme.slice(readme.indexOf('### The client helper'), readme.indexOf('### Plain `EventSource`'))
   const rows = [...section.matchAll(/^\| `(\w+)/gm)].map((m) => m[1])
   t.same(rows, options, 'one row per option, in the declaration order')
+})
+
+t.test("README's layout names every source file", async (t) => {
+  const files = (readdirSync(new URL('../src', import.meta.url), { recursive: true }) as string[])
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => f.split('\\').join('/'))
+  t.ok(files.length > 20, `${files.length} source files found`)
+  const missing = files.filter((f) => !new RegExp(`^${f.replace(/[.]/g, '\\.')}\\s`, 'm').test(readme))
+  t.same(missing, [], 'each src/ file has its line in the layout')
 })
