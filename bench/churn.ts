@@ -55,6 +55,7 @@ async function main(): Promise<void> {
       openAtEnd: hub.size,
       usersAtEnd: hub.users,
       pendingExpiries: hub.pendingExpiries,
+      beating: hub.beating,
       heapAfterEachRoundMiB: heapMiB,
       medianEarlyMiB: median(firstHalf),
       medianLateMiB: median(secondHalf),

@@ -35,3 +35,24 @@ t.test('a stream that keeps receiving events gets no heartbeat; an idle one does
   t.ok(n >= 10, `the busy stream got events meanwhile (${n})`)
   t.ok(beats <= 1, `at most one heartbeat before its first event (got ${beats})`)
 })
+
+t.test('streams leave their heartbeat group when they close; the others keep beating', async (t) => {
+  const s = await build(t, { env: { HEARTBEAT_INTERVAL_MS: '64' } })
+  const hub = s.app.notifier.hub
+  const streams = await Promise.all(
+    Array.from({ length: 70 }, (_, i) => openStream(t, `${s.base}/notify`, { authorization: `Bearer user-${i}` })),
+  )
+  t.equal(hub.beating, 70, 'every open stream is in a group (70 streams, 64 groups)')
+  const closed = new Promise((resolve) => {
+    let n = 0
+    hub.on('close', () => ++n === 69 && resolve(n))
+  })
+  for (const st of streams.slice(1)) st.close()
+  await closed
+  t.equal(hub.beating, 1, 'closed streams left their groups')
+  const last = streams[0]
+  if (last === undefined) throw new Error('no stream')
+  const before = last.comments.length
+  await last.nextComments(before + 2)
+  t.ok(last.comments.length >= before + 2, 'the remaining stream still gets heartbeats')
+})

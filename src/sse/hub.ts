@@ -36,6 +36,8 @@ const AUTH_EXPIRED = encodeEvent({ event: 'auth-expired', data: '{}' })
 export class Hub extends EventEmitter {
   readonly stats: HubStats = { opened: 0, closed: { client: 0, slow: 0, expired: 0, shutdown: 0, unavailable: 0 }, deliveries: 0 }
   readonly #router = new Router<SseStream>()
+  /** The streams of each heartbeat group: a tick visits one group, not every stream. */
+  readonly #beatSlots: Set<SseStream>[] = Array.from({ length: BEAT_SLOTS }, () => new Set())
   readonly #expiries: Deadlines<SseStream>
   readonly #heartbeat: NodeJS.Timeout
   readonly #hello: Buffer
@@ -65,6 +67,13 @@ export class Hub extends EventEmitter {
     return this.#router.streamsOf(userId)?.size ?? 0
   }
 
+  /** Streams in the heartbeat groups (equal to `size` unless a close was missed). */
+  get beating(): number {
+    let n = 0
+    for (const group of this.#beatSlots) n += group.size
+    return n
+  }
+
   get pendingExpiries(): number {
     return this.#expiries.size
   }
@@ -82,6 +91,7 @@ export class Hub extends EventEmitter {
     }
     const stream = new SseStream(userId, res, headers, this.opts.maxBufferBytes, this.#open, this.#onStreamClose)
     stream.beatSlot = this.#opened++ % BEAT_SLOTS
+    this.#beatSlots[stream.beatSlot]?.add(stream)
     this.#router.add(userId, stream)
     this.stats.opened++
     if (expiresAt !== undefined) {
@@ -189,13 +199,14 @@ export class Hub extends EventEmitter {
   }
 
   #beat = (): void => {
-    const slot = this.#tick++ % BEAT_SLOTS
+    const group = this.#beatSlots[this.#tick++ % BEAT_SLOTS] ?? []
     // Held streams too (catching up, or waiting out an outage), once their head is out.
-    for (const stream of this.#router.all()) if (stream.beatSlot === slot) stream.beat(HEARTBEAT)
+    for (const stream of group) stream.beat(HEARTBEAT)
   }
 
   #onStreamClose = (stream: SseStream, reason: CloseReason): void => {
     this.#router.remove(stream.userId, stream)
+    this.#beatSlots[stream.beatSlot]?.delete(stream)
     this.#expiries.remove(stream)
     this.stats.closed[reason]++
     this.emit('close', stream, reason)
