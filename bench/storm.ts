@@ -12,6 +12,8 @@
 //                  (re)connect costs one auth upstream call.
 //   --in-flight=N  reconnect at most N streams at a time per worker (default: all
 //                  at once), to tell the kernel's accept queue from the service.
+//   --backlog=N    the service's LISTEN_BACKLOG (default: the service's, 4096);
+//                  above net.core.somaxconn the kernel caps it.
 // Prints one JSON line per run, then one summary line (medians and ranges).
 // STORM_SERVICE_NODE_OPTIONS, when set, is passed to the service as NODE_OPTIONS
 // (e.g. "--require /path/to/profiler-preload.cjs"; --cpu-prof is not allowed there).
@@ -401,6 +403,8 @@ interface Options {
   authCache: boolean
   /** Reconnects in flight per worker; 0 = all at once. */
   inFlight: number
+  /** LISTEN_BACKLOG for the service; undefined = its default. */
+  backlog: string | undefined
 }
 
 function parseArgs(argv: string[]): Options {
@@ -415,6 +419,7 @@ function parseArgs(argv: string[]): Options {
     timeoutMs: Number(flag('timeout-s') ?? 120) * 1000,
     authCache: argv.includes('--auth-cache'),
     inFlight: Number(flag('in-flight') ?? 0),
+    backlog: flag('backlog'),
   }
   if (!(o.streams > 0 && o.runs > 0 && o.missed > 0 && o.workers > 0 && o.timeoutMs > 0)) throw new Error(`bad arguments: ${argv.join(' ')}`)
   // The soft limit is 20,000 open files per process and cannot be raised from node.
@@ -545,6 +550,7 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
     HISTORY_SIZE: String(HISTORY_SIZE),
     SHUTDOWN_TIMEOUT_MS: '10000',
   }
+  if (o.backlog !== undefined) env.LISTEN_BACKLOG = o.backlog
   if (process.env.STORM_SERVICE_NODE_OPTIONS) env.NODE_OPTIONS = process.env.STORM_SERVICE_NODE_OPTIONS
   if (o.embedded) env.PUBLISH_TOKEN = PUBLISH_TOKEN
   else env.REDIS_URL = redisUrl
