@@ -4,7 +4,7 @@
 // Usage: npm run bench:auth-client -- [checks=20000] [rounds=3]
 import { fork } from 'node:child_process'
 import { once } from 'node:events'
-import { createAuthHttp } from '../src/auth/http-client.js'
+import { type AuthHttp, createAuthHttp } from '../src/auth/http-client.js'
 import { AUTH_IN_FLIGHT } from '../src/auth/slots.js'
 import { startUpstream } from './lib.js'
 import { median } from './load/stats.js'
@@ -23,9 +23,10 @@ async function viaFetch(url: string, i: number): Promise<unknown> {
   return JSON.parse(Buffer.concat(chunks).toString('utf8'))
 }
 
-const http = createAuthHttp(AUTH_IN_FLIGHT)
+let http: AuthHttp | undefined
 async function viaAuthHttp(url: string, i: number): Promise<unknown> {
-  const res = await http.send(url, { method: 'GET', headers: { authorization: `Bearer user-u${i}`, accept: 'application/json' } },
+  http ??= createAuthHttp(url, AUTH_IN_FLIGHT)
+  const res = await http.send({ method: 'GET', headers: { authorization: `Bearer user-u${i}`, accept: 'application/json' } },
     AbortSignal.timeout(TIMEOUT_MS))
   try {
     return await res.json()
@@ -72,7 +73,7 @@ async function main(): Promise<void> {
     }))
   } finally {
     child.kill()
-    await http.close()
+    await http?.close()
   }
 }
 

@@ -46,7 +46,7 @@ function createVerifier(config: Readonly<Config>, logs: LogLimiter, deps: AuthDe
   const auth = config.auth
   if (auth.mode === 'jwt') return { verify: createJwtVerifier(auth, { logs, jwks: deps.jwks }), close: async () => {} }
   // As many pooled connections as checks may be in flight at once (slots.ts).
-  const http = createAuthHttp(AUTH_IN_FLIGHT)
+  const http = createAuthHttp(auth.url, AUTH_IN_FLIGHT)
   const remote = { logs, http, now: deps.now, onCacheLookup: deps.onCacheLookup }
   const verify = auth.mode === 'upstream'
     ? createUpstreamVerifier({ ...auth, ...remote })

@@ -26,20 +26,23 @@ export interface AuthAnswer {
   discard(): Promise<void>
 }
 
+/** One auth server's URL (upstream or introspection endpoint). */
 export interface AuthHttp {
-  /** Sends one request; rejects when the server cannot be reached or `signal` aborts first. */
-  send(url: string, request: AuthRequest, signal: AbortSignal): Promise<AuthAnswer>
+  /** Sends one request to it; rejects when it cannot be reached or `signal` aborts first. */
+  send(request: AuthRequest, signal: AbortSignal): Promise<AuthAnswer>
   close(): Promise<void>
 }
 
-/** A pool of at most `connections` sockets per auth server, kept alive between checks. */
-export function createAuthHttp(connections: number): AuthHttp {
+/** Requests to `url` on a pool of at most `connections` sockets, kept alive between checks. */
+export function createAuthHttp(url: string, connections: number): AuthHttp {
   const agent = new Agent({ connections })
+  const { origin, pathname, search } = new URL(url)
+  const path = `${pathname}${search}`
   return {
-    async send(url, request, signal) {
+    async send(request, signal) {
       const res = await agent.request({
-        origin: new URL(url).origin,
-        path: pathOf(url),
+        origin,
+        path,
         method: request.method,
         headers: request.headers,
         body: request.body,
@@ -70,9 +73,4 @@ export function createAuthHttp(connections: number): AuthHttp {
     },
     close: () => agent.close(),
   }
-}
-
-function pathOf(url: string): string {
-  const u = new URL(url)
-  return `${u.pathname}${u.search}`
 }

@@ -51,7 +51,7 @@ export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifie
       // Redirects are not followed (they would replay our client credentials
       // elsewhere): a moved endpoint is a configuration error, reported below by its status.
       const body = new URLSearchParams({ token, token_type_hint: 'access_token' }).toString()
-      res = await opts.http.send(opts.url, { method: 'POST', headers, body }, signal)
+      res = await opts.http.send({ method: 'POST', headers, body }, signal)
     } catch (err) {
       throw unreachable(err)
     }

@@ -11,7 +11,6 @@ import type { CacheLookup, Principal, Verifier } from './principal.js'
 import { boundedCheck } from './slots.js'
 
 export interface UpstreamOptions {
-  url: string
   userField: string
   timeoutMs: number
   cacheTtlMs: number
@@ -32,7 +31,7 @@ export function createUpstreamVerifier(opts: UpstreamOptions): Verifier {
   async function askInSlot(token: string, signal: AbortSignal): Promise<Principal> {
     let res: AuthAnswer
     try {
-      res = await opts.http.send(opts.url, { method: 'GET', headers: { ...headers, authorization: `Bearer ${token}` } }, signal)
+      res = await opts.http.send({ method: 'GET', headers: { ...headers, authorization: `Bearer ${token}` } }, signal)
     } catch (err) {
       throw unreachable(err)
     }
