@@ -30,7 +30,7 @@ const HEARTBEAT = Buffer.from(encodeComment())
  * 16 groups, still ~15 ms).
  */
 const BEAT_SLOTS = 64
-const AUTH_EXPIRED = encodeEvent({ event: 'auth-expired', data: '{}' })
+const AUTH_EXPIRED = Buffer.from(encodeEvent({ event: 'auth-expired', data: '{}' }))
 
 /** Emits 'open' (stream) and 'close' (stream, reason); used by tests and logs. */
 export class Hub extends EventEmitter {
@@ -174,7 +174,8 @@ export class Hub extends EventEmitter {
     this.#closing = true
     clearInterval(this.#heartbeat)
     this.#expiries.clear()
-    const last = encodeRetry(this.opts.retryMs)
+    // One buffer for every stream: framed once, and chunked once (stream.ts).
+    const last = Buffer.from(encodeRetry(this.opts.retryMs))
     const sockets: Socket[] = []
     for (const stream of [...this.#router.all()]) {
       const socket = stream.socket

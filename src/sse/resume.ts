@@ -36,7 +36,7 @@ const LIVE: Outcome = { resync: false, position: START, replay: [] }
 
 export class Resumer {
   readonly stats: ResumeStats = { replayed: 0, resyncs: { malformed: 0, foreign: 0, gone: 0 }, catchUps: 0, unavailable: 0 }
-  readonly #retry: string
+  readonly #retry: Buffer
   // Bumped on every broker recovery. A read issued before the latest recovery
   // may miss events published while live delivery was down, so it is redone.
   #epoch = 0
@@ -44,7 +44,7 @@ export class Resumer {
   readonly #suspended = new WeakSet<SseStream>()
 
   constructor(private readonly opts: ResumeOptions) {
-    this.#retry = encodeRetry(opts.retryMs)
+    this.#retry = Buffer.from(encodeRetry(opts.retryMs))
   }
 
   /** Positions a new (held) stream and lets it go live. */

@@ -136,10 +136,10 @@ export class SseStream implements Scheduled {
   }
 
   /** Sends a last frame (if any) and ends the response and the connection. */
-  end(reason: Exclude<CloseReason, 'client' | 'slow'>, last?: string): void {
+  end(reason: Exclude<CloseReason, 'client' | 'slow'>, last?: Buffer): void {
     if (this.closed) return
     this.#open()
-    if (last !== undefined) this.#write(Buffer.from(last))
+    if (last !== undefined) this.#write(last)
     if (this.closed) return
     this.#close(reason, false)
   }
