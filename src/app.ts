@@ -3,13 +3,13 @@
 import cookie from '@fastify/cookie'
 import cors from '@fastify/cors'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
-import type { Redis } from 'ioredis'
 import { createAuthenticator } from './auth/authenticate.js'
 import type { JwksTiming } from './auth/jwt.js'
 import type { CacheLookup } from './auth/principal.js'
 import type { Broker, LiveSink } from './broker/broker.js'
 import { MemoryBroker } from './broker/memory-broker.js'
 import { RedisBroker } from './broker/redis-broker.js'
+import type { CommandClient } from './broker/redis-clients.js'
 import type { Config, TrustProxy } from './config.js'
 import { createIngest, type Ingest } from './ingest.js'
 import { LogLimiter } from './log-limiter.js'
@@ -30,10 +30,8 @@ import { trackUnusedConnections } from './unused-connections.js'
 export interface AppDeps {
   /** A pino logger to use instead of one built from config. */
   logger?: FastifyBaseLogger
-  /** Redis client for the subscriber (put in subscriber mode); default: one made from REDIS_URL. */
-  subscriberClient?: Redis
-  /** Redis client for history reads and publishing; default: one made from REDIS_URL. */
-  commandClient?: Redis
+  /** Redis client for history reads and publishing; default: one made from the Redis settings. Closed with the app. */
+  commandClient?: CommandClient
   /** Clock, epoch milliseconds. */
   now?: () => number
   /** JWKS fetch timeout and refetch cooldown (jwt mode with JWT_JWKS_URL). */
@@ -104,8 +102,8 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   })
   let published = 0
   const publisher = makePublisher(
-    async (items) => {
-      const ids = await broker.publish(items)
+    async (items, options) => {
+      const ids = await broker.publish(items, options)
       published += items.length
       return ids
     },
@@ -116,7 +114,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
 
   app.addHook('onReady', async () => {
     if (broker.kind === 'embedded') {
-      app.log.warn('REDIS_URL is unset: embedded broker, history in memory; run a single instance only')
+      app.log.warn('no Redis configured (REDIS_URL, REDIS_SENTINELS, REDIS_CLUSTER_NODES): embedded broker, history in memory; run a single instance only')
     }
     broker.start()
   })
@@ -178,17 +176,9 @@ function trustProxy(value: TrustProxy): boolean | string[] | ((address: string, 
 }
 
 function createBroker(config: Readonly<Config>, sink: LiveSink, logs: LogLimiter, deps: AppDeps): Broker {
-  const history = { historySize: config.history.size, historyTtlS: config.history.ttlS }
-  if (config.redisUrl === undefined) {
+  const history = { historySize: config.history.size, historyTtlS: config.history.ttlS, idempotencyTtlS: config.history.idempotencyTtlS }
+  if (config.redis === undefined) {
     return new MemoryBroker({ ...history, historyMaxBytes: config.history.maxBytes, sink, now: deps.now })
   }
-  return new RedisBroker({
-    ...history,
-    url: config.redisUrl,
-    channel: config.channel,
-    logs,
-    sink,
-    subscriberClient: deps.subscriberClient,
-    commandClient: deps.commandClient,
-  })
+  return new RedisBroker({ ...history, config: config.redis, channel: config.channel, logs, sink, commandClient: deps.commandClient })
 }

@@ -6,6 +6,10 @@ import { createPublicKey } from 'node:crypto'
 import { isIP } from 'node:net'
 import { Type, type Static } from '@sinclair/typebox'
 import { envSchema } from 'env-schema'
+import { ConfigError } from './config-error.js'
+import { type RedisConfig, RedisEnv, redisConfig } from './redis-config.js'
+
+export { ConfigError } from './config-error.js'
 
 const Millis = (def: number, min = 0) => Type.Integer({ default: def, minimum: min, maximum: 2_147_483_647 })
 const Optional = () => Type.Optional(Type.String({ minLength: 1 }))
@@ -15,10 +19,14 @@ export const EnvSchema = Type.Object({
   HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
   /** Listen port. Default 8080. */
   PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535 }),
-  /** Redis (redis:// or rediss://) for live events and history. Unset: the embedded broker (one instance only). */
-  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
-  /** Pub/sub channel carrying events. Default `notifications`. */
-  NOTIFY_CHANNEL: Type.String({ default: 'notifications', minLength: 1, maxLength: 256 }),
+  /** Redis deployment, credentials, call bounds, publish guarantees: see redis-config.ts. */
+  ...RedisEnv,
+  /**
+   * Pub/sub channel carrying events, and the prefix of every Redis key and
+   * per-user channel. No braces (they would move keys between Redis Cluster
+   * slots) and no spaces. Default `notifications`.
+   */
+  NOTIFY_CHANNEL: Type.String({ default: 'notifications', pattern: '^[^{}\\s]{1,256}$' }),
   /** Largest event accepted from the channel, in bytes; larger ones are dropped. Default 262144. */
   MAX_EVENT_BYTES: Type.Integer({ default: 262_144, minimum: 256 }),
   /** Events kept per recipient for replay; 0 disables history (and event ids). Default 100. */
@@ -32,6 +40,12 @@ export const EnvSchema = Type.Object({
   PUBLISH_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
   /** Most events in one POST /publish batch. Default 1000. */
   PUBLISH_MAX_EVENTS: Type.Integer({ default: 1000, minimum: 1, maximum: 10_000 }),
+  /**
+   * Seconds an Idempotency-Key of POST /publish (or of the publisher) is
+   * remembered, per recipient: a retry with the same key within it stores and
+   * publishes nothing new and answers the first ids. Default 600.
+   */
+  IDEMPOTENCY_TTL_S: Type.Integer({ default: 600, minimum: 1, maximum: 604_800 }),
   /** Largest POST /publish body, in bytes (413 beyond). Default 1048576. */
   PUBLISH_MAX_BYTES: Type.Integer({ default: 1_048_576, minimum: 1024, maximum: 67_108_864 }),
 
@@ -152,6 +166,8 @@ export interface HistoryConfig {
   /** Entries per recipient; 0 = no history. */
   size: number
   ttlS: number
+  /** How long a publish's idempotency key is remembered. */
+  idempotencyTtlS: number
   /** Embedded broker only. */
   maxBytes: number
 }
@@ -176,7 +192,7 @@ export interface Config {
   host: string
   port: number
   /** Undefined: the embedded broker. */
-  redisUrl: string | undefined
+  redis: RedisConfig | undefined
   channel: string
   maxEventBytes: number
   history: HistoryConfig
@@ -199,10 +215,6 @@ export interface Config {
   logLevel: Env['LOG_LEVEL']
 }
 
-export class ConfigError extends Error {
-  override name = 'ConfigError'
-}
-
 /** Reads and validates the environment once; the result is deeply frozen. */
 export function loadConfig(source: Record<string, string | undefined> = process.env): Readonly<Config> {
   // Empty strings mean "unset", as in most .env tooling; drop them so defaults apply.
@@ -221,10 +233,10 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   const config: Config = {
     host: env.HOST,
     port: env.PORT,
-    redisUrl: env.REDIS_URL,
+    redis: redisConfig(env),
     channel: env.NOTIFY_CHANNEL,
     maxEventBytes: env.MAX_EVENT_BYTES,
-    history: { size: env.HISTORY_SIZE, ttlS: env.HISTORY_TTL_S, maxBytes: env.HISTORY_MAX_BYTES },
+    history: { size: env.HISTORY_SIZE, ttlS: env.HISTORY_TTL_S, idempotencyTtlS: env.IDEMPOTENCY_TTL_S, maxBytes: env.HISTORY_MAX_BYTES },
     publish:
       env.PUBLISH_TOKEN === undefined
         ? undefined

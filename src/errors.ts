@@ -10,7 +10,20 @@ const TokenRejected = createError('NOTIFY_TOKEN_REJECTED', 'Invalid or expired t
 const NotFound = createError('NOTIFY_NOT_FOUND', 'Route %s:%s not found', 404, Error, false)
 const AuthUnavailable = createError('NOTIFY_AUTH_UNAVAILABLE', 'Authentication service unavailable, retry later', 503, Error, false)
 const PublishUnauthorized = createError('NOTIFY_PUBLISH_UNAUTHORIZED', 'Missing or wrong publish token', 401, TypeError, false)
-const PublishUnavailable = createError('NOTIFY_PUBLISH_UNAVAILABLE', 'History store unreachable, retry later', 503, Error, false)
+const PublishUnavailable = createError(
+  'NOTIFY_PUBLISH_UNAVAILABLE', 'History store unreachable: nothing was published, retry later', 503, Error, false)
+const PublishOutcomeUnknown = createError(
+  'NOTIFY_PUBLISH_OUTCOME_UNKNOWN',
+  'No answer from Redis (%s): the events may or may not have been published; retry with the same Idempotency-Key',
+  503, Error, false)
+const PublishNotReplicated = createError(
+  'NOTIFY_PUBLISH_NOT_REPLICATED',
+  'Published, but %d of the %d replicas asked for confirmed it in time; retry with the same Idempotency-Key',
+  503, Error, false)
+const InvalidIdempotencyKey = createError(
+  'NOTIFY_INVALID_IDEMPOTENCY_KEY', 'Idempotency-Key must be 1 to 128 visible ASCII characters', 400, TypeError, false)
+const IdempotencyConflict = createError(
+  'NOTIFY_IDEMPOTENCY_CONFLICT', 'This Idempotency-Key was used for other events; nothing was published', 422, TypeError, false)
 const MetricsUnauthorized = createError('NOTIFY_METRICS_UNAUTHORIZED', 'Missing or wrong metrics token', 401, TypeError, false)
 const TooManyConnections = createError(
   'NOTIFY_TOO_MANY_CONNECTIONS', 'This instance holds its maximum of %d streams, retry later', 503, Error, false)
@@ -58,6 +71,12 @@ export const errors = {
     withHeaders(new PublishUnauthorized(), { 'www-authenticate': 'Bearer realm="publish"' }),
   // Never 202 for what could not be stored: the publisher retries instead.
   publishUnavailable: (): ClientError => withHeaders(new PublishUnavailable(), { 'retry-after': String(AUTH_RETRY_AFTER_S) }),
+  /** The fate of the events is unknown: only a retry with the same Idempotency-Key is safe. */
+  publishOutcomeUnknown: (why: string): ClientError => withHeaders(new PublishOutcomeUnknown(why), { 'retry-after': '1' }),
+  publishNotReplicated: (got: number, wanted: number): ClientError =>
+    withHeaders(new PublishNotReplicated(got, wanted), { 'retry-after': '1' }),
+  invalidIdempotencyKey: (): ClientError => new InvalidIdempotencyKey() as ClientError,
+  idempotencyConflict: (): ClientError => new IdempotencyConflict() as ClientError,
   metricsUnauthorized: (): ClientError =>
     withHeaders(new MetricsUnauthorized(), { 'www-authenticate': 'Bearer realm="metrics"' }),
   tooManyConnections: (max: number): ClientError =>

@@ -1,6 +1,16 @@
 // The package's public entry. Node services that publish import createPublisher;
 // those that embed the service (or test against it) import buildApp and loadConfig.
-export { createPublisher, historyKey, PUBLISH_SCRIPT, type PublisherOptions } from './publisher.js'
+export {
+  createPublisher,
+  historyKey,
+  idempotencyKey,
+  IdempotencyConflict,
+  liveChannel,
+  NotReplicated,
+  PUBLISH_SCRIPT,
+  type PublishOptions,
+  type PublisherOptions,
+} from './publisher.js'
 export type { NotifyEvent, Published, Publisher } from './publish/publisher.js'
 export { buildApp, type AppDeps, type Notifier } from './app.js'
 export { loadConfig, ConfigError, type Config } from './config.js'

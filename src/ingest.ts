@@ -4,7 +4,7 @@ import type { LiveSink } from './broker/broker.js'
 import type { DropReason } from './event.js'
 import { parseMessage, tooLarge } from './event.js'
 import type { Position } from './history/event-id.js'
-import { isEnvelope, parseEnvelope } from './history/envelope.js'
+import { isClassicCopy, isEnvelope, parseEnvelope } from './history/envelope.js'
 import type { LogLimiter } from './log-limiter.js'
 import type { Hub } from './sse/hub.js'
 
@@ -12,6 +12,8 @@ export interface IngestStats {
   /** Messages taken off the channel (Redis), valid or not. */
   received: number
   dropped: Record<DropReason, number>
+  /** Classic-channel copies of events this instance gets on the recipient's own channel (PUBLISH_CLASSIC_COPY), skipped. */
+  copies: number
 }
 
 /** `message` takes a raw channel message: a plain event, or one stored by redis/publish.lua. */
@@ -23,6 +25,7 @@ export function createIngest(hub: Hub, maxEventBytes: number, logs: LogLimiter):
   const stats: IngestStats = {
     received: 0,
     dropped: { too_large: 0, not_json: 0, not_object: 0, bad_recipient: 0, bad_type: 0, reserved_type: 0, bad_envelope: 0 },
+    copies: 0,
   }
   const drop = (reason: DropReason, length: number): void => {
     stats.dropped[reason]++
@@ -33,9 +36,13 @@ export function createIngest(hub: Hub, maxEventBytes: number, logs: LogLimiter):
     if (position === undefined) hub.deliver([recipient], frame)
     else hub.deliverStored(recipient, { position, frame })
   }
-  const message = (raw: string): void => {
+  const message = (raw: string, own: boolean): void => {
     stats.received++
     if (isEnvelope(raw)) {
+      if (!own && isClassicCopy(raw)) {
+        stats.copies++
+        return
+      }
       // The script's envelope adds a few dozen bytes to the event; the bound is on the whole.
       if (tooLarge(raw, maxEventBytes + 1024)) return drop('too_large', raw.length)
       const parsed = parseEnvelope(raw)

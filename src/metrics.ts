@@ -18,7 +18,10 @@ export interface MetricSources {
   hub: { readonly size: number; readonly users: number; readonly stats: HubStats }
   ingest: { readonly stats: IngestStats }
   resumer: { readonly stats: ResumeStats }
-  broker: Pick<Broker, 'kind' | 'up'>
+  broker: Pick<Broker, 'kind' | 'up'> & {
+    /** Redis broker: what this instance takes off Redis (subscriptions.ts). */
+    subscriptions?: { readonly channels: number; readonly links: number; readonly received: { classic: number; user: number } }
+  }
   /** (event, recipient) copies accepted by POST /publish and the in-process publisher. */
   published: () => number
   authMode: AuthConfig['mode']
@@ -45,9 +48,17 @@ export function createMetrics(src: MetricSources): Metrics {
   gauge(registry, 'notify_streams_open', 'Streams open now.', () => src.hub.size)
   gauge(registry, 'notify_users_connected', 'Users with at least one open stream.', () => src.hub.users)
   if (src.broker.kind === 'redis') {
-    gauge(registry, 'notify_redis_subscription_up', '1 while the Redis subscription and command connection work.', () =>
+    gauge(registry, 'notify_redis_subscription_up', '1 while the Redis subscriptions and command connection work.', () =>
       src.broker.up ? 1 : 0,
     )
+  }
+  const subs = src.broker.subscriptions
+  if (subs !== undefined) {
+    // The instance's own cost: with per-user routing it grows with its own users, not with the fleet's.
+    mirrorBy(registry, 'notify_redis_messages_total', 'Messages taken off Redis, by channel: classic (NOTIFY_CHANNEL) or user (users with a stream here).', 'channel', () => subs.received)
+    gauge(registry, 'notify_redis_user_channels', "Users' own channels this instance is subscribed to.", () => subs.channels)
+    gauge(registry, 'notify_redis_subscriber_connections', 'Subscriber connections (one per Redis Cluster master in use; one otherwise).', () => subs.links)
+    mirror(registry, 'notify_redis_classic_copies_skipped_total', 'Copies on the classic channel (PUBLISH_CLASSIC_COPY) skipped: the same events arrive on users\' own channels.', () => src.ingest.stats.copies)
   }
 
   const opened = new Counter({

@@ -219,7 +219,7 @@ t.test('the subscriber killed (CLIENT KILL TYPE pubsub) while the script publish
     await feed.more(50)
     const cycle = new Promise<void>((resolve) => broker.once('down', () => broker.once('up', resolve)))
     const down = once(broker, 'down')
-    t.equal(await admin.client('KILL', 'TYPE', 'pubsub'), 1, `kill ${k + 1}: the one subscriber connection`)
+    t.equal(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'), 1, `kill ${k + 1}: the one subscriber connection`)
     await down
     // One stream joins while live delivery is down: its read works (the command
     // connection is up), and the catch-up reads for it again.
@@ -399,7 +399,7 @@ t.test('catch-up of 300 streams is pipelined', async (t) => {
   // Nothing reads history between here and the catch-up (the script only writes).
   const reads = { xrange: await calls('xrange'), xrevrange: await calls('xrevrange') }
   const down = once(broker, 'down')
-  t.equal(await admin.client('KILL', 'TYPE', 'pubsub'), 1, 'the subscriber connection killed')
+  t.equal(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'), 1, 'the subscriber connection killed')
   await down
   const up = once(broker, 'up')
   const missed = await s.store(users.map((u) => ({ recipient_id: u, type: 'missed' })))

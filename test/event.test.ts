@@ -25,6 +25,13 @@ t.test('a valid event: recipients, event name and data', async (t) => {
   t.same(JSON.parse(e.data), { recipient_id: '42', type: 'order.shipped', order: 'A-17' })
 })
 
+t.test('a brace inside an id is fine; only a leading } is refused', async (t) => {
+  for (const id of ['a}b', '{x}', 'a{b']) {
+    const parsed = parseMessage(JSON.stringify({ recipient_id: id }), MAX)
+    t.same(parsed.ok && parsed.recipients, [id], id)
+  }
+})
+
 t.test('numeric recipient ids compare as strings', async (t) => {
   const parsed = parseMessage('{"recipient_id":42}', MAX)
   t.same(parsed.ok && parsed.recipients, ['42'])
@@ -68,6 +75,9 @@ t.test('bad input is dropped with its reason', async (t) => {
     ['{"recipient_id":1.5}', 'bad_recipient'],
     ['{"recipient_id":12345678901234567890}', 'bad_recipient'],
     [JSON.stringify({ recipient_id: 'x'.repeat(257) }), 'bad_recipient'],
+    // An empty Redis Cluster hash tag ("{}..."): the user's keys would scatter over slots.
+    ['{"recipient_id":"}a"}', 'bad_recipient'],
+    ['{"recipient_ids":["a","}"]}', 'bad_recipient'],
     ['{"recipient_id":1,"recipient_ids":[2]}', 'bad_recipient'],
     ['{"recipient_ids":[]}', 'bad_recipient'],
     ['{"recipient_ids":"1"}', 'bad_recipient'],

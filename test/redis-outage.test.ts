@@ -49,7 +49,7 @@ t.test('the subscriber connection killed by the server is re-established', async
   const admin = s.redis.client()
   const sub = s.app.notifier.broker
   const cycle = new Promise<void>((resolve) => sub.once('down', () => sub.once('up', resolve)))
-  t.equal(await admin.client('KILL', 'TYPE', 'pubsub'), 1, 'exactly one subscriber connection in this process')
+  t.equal(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'), 1, 'exactly one subscriber connection in this process')
   await cycle
   await s.publish({ recipient_id: '1', type: 'after-kill' })
   t.equal((await stream.nextEvents(1))[0]?.event, 'after-kill')

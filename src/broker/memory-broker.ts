@@ -3,14 +3,20 @@
 import { EventEmitter } from 'node:events'
 import type { HistoryRead, ReadRequest } from '../history/replay.js'
 import { encodeEvent } from '../sse/frame.js'
-import type { Broker, LiveSink, PublishItem } from './broker.js'
+import { TtlCache } from '../auth/ttl-cache.js'
+import { type Broker, BrokerUnavailable, fingerprint, IdempotencyConflict, type LiveSink, type PublishItem, type PublishOptions } from './broker.js'
 import { MemoryHistory } from './memory-history.js'
+
+/** Idempotency keys remembered at most; the oldest go first. */
+const IDEMPOTENCY_ENTRIES = 100_000
 
 export interface MemoryBrokerOptions {
   historySize: number
   historyTtlS: number
   /** Bound on the memory the history may hold, in bytes. */
   historyMaxBytes: number
+  /** Seconds an idempotency key is remembered. */
+  idempotencyTtlS: number
   sink: LiveSink
   now?: () => number
 }
@@ -18,6 +24,8 @@ export interface MemoryBrokerOptions {
 export class MemoryBroker extends EventEmitter implements Broker {
   readonly kind = 'embedded'
   readonly history: MemoryHistory
+  /** `<key>:<event>` + recipient -> the first publish's content (its fingerprint) and id. */
+  readonly #published: TtlCache<{ content: string; id: string | null }>
   #up = false
 
   constructor(private readonly opts: MemoryBrokerOptions) {
@@ -28,6 +36,7 @@ export class MemoryBroker extends EventEmitter implements Broker {
       maxBytes: opts.historyMaxBytes,
       now: opts.now,
     })
+    this.#published = new TtlCache(IDEMPOTENCY_ENTRIES, opts.now)
   }
 
   get up(): boolean {
@@ -45,20 +54,45 @@ export class MemoryBroker extends EventEmitter implements Broker {
     this.history.clear()
   }
 
+  // Live events are handed to the sink in this process: nothing to subscribe to.
+  async attach(): Promise<void> {}
+
+  detach(): void {}
+
   async read({ recipient, from }: ReadRequest): Promise<HistoryRead> {
     return this.history.read(recipient, from)
   }
 
-  async publish(items: readonly PublishItem[]): Promise<(string | null)[]> {
-    if (!this.#up) throw new Error('broker closed')
-    return items.map(({ recipient, type, data }) => {
-      if (this.opts.historySize === 0) {
-        this.opts.sink.stored(recipient, undefined, Buffer.from(encodeEvent(type === undefined ? { data } : { event: type, data })))
-        return null
+  async publish(items: readonly PublishItem[], options: PublishOptions = {}): Promise<(string | null)[]> {
+    if (!this.#up) throw new BrokerUnavailable('broker closed')
+    const key = options.idempotencyKey
+    if (key === undefined) return items.map((item) => this.#store(item))
+    const markers = items.map((item) => `${key}:${item.event}\n${item.recipient}`)
+    const firsts = markers.map((marker) => this.#published.get(marker))
+    // A key reused for other events is refused before anything is published.
+    items.forEach((item, i) => {
+      const first = firsts[i]
+      if (first !== undefined && first.content !== fingerprint(item)) {
+        throw new IdempotencyConflict('this idempotency key was used for another event')
       }
-      const event = this.history.append(recipient, type, data)
-      this.opts.sink.stored(recipient, event.position, event.frame)
-      return event.id
+    })
+    return items.map((item, i) => {
+      const first = firsts[i]
+      if (first !== undefined) return first.id
+      const id = this.#store(item)
+      this.#published.set(markers[i] as string, { content: fingerprint(item), id }, this.opts.idempotencyTtlS * 1000)
+      return id
     })
   }
+
+  #store({ recipient, type, data }: PublishItem): string | null {
+    if (this.opts.historySize === 0) {
+      this.opts.sink.stored(recipient, undefined, Buffer.from(encodeEvent(type === undefined ? { data } : { event: type, data })))
+      return null
+    }
+    const event = this.history.append(recipient, type, data)
+    this.opts.sink.stored(recipient, event.position, event.frame)
+    return event.id
+  }
 }
+

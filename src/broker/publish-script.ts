@@ -1,50 +1,130 @@
 // redis/publish.lua, loaded once, and the one way this package calls it: one
-// EVALSHA per (event, recipient), all in one pipeline. Shared by the service's
-// Redis broker and by the publisher exported for Node services.
+// EVALSHA per (event, recipient), pipelined per node (one pipeline on a single
+// server or a Sentinel master, one per master on a Cluster), then, when asked,
+// a WAIT for replicas on the same connection. Shared by the service's Redis
+// broker and by the publisher exported for Node services.
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import type { Redis } from 'ioredis'
-import type { PublishItem } from './broker.js'
+import { fingerprint, IdempotencyConflict, NotReplicated, type PublishItem, type PublishOptions } from './broker.js'
+import { historyKey, idempotencyKey } from './keys.js'
+import { groupByNode } from './node-groups.js'
+import type { CommandClient } from './redis-clients.js'
 
 export const PUBLISH_SCRIPT = readFileSync(new URL('../../redis/publish.lua', import.meta.url), 'utf8')
 export const PUBLISH_SCRIPT_SHA = createHash('sha1').update(PUBLISH_SCRIPT).digest('hex')
 
-/** The key of one recipient's history. The braces make it one Redis Cluster hash slot. */
-export function historyKey(channel: string, recipient: string): string {
-  return `${channel}:history:{${recipient}}`
-}
+export { historyKey } from './keys.js'
+
+/** ARGV[7]: where the script publishes (see its header). */
+export type Routing = 'shard' | 'both' | 'classic'
 
 export interface ScriptOptions {
   channel: string
   historySize: number
   historyTtlS: number
+  /** Default 'shard' (per-user channels; the script falls back to 'classic' before Redis 7). */
+  routing?: Routing
+  /** Seconds an idempotency key is remembered. Default 600. */
+  idempotencyTtlS?: number
+  /** Replicas that must have the events before this resolves (WAIT). Default 0. */
+  waitReplicas?: number
+  /** How long WAIT waits for them, in ms. Default 1000. */
+  waitTimeoutMs?: number
 }
 
 /** Runs the script for each item; resolves to the ids (null when history is off). */
-export async function runPublishScript(redis: Redis, items: readonly PublishItem[], opts: ScriptOptions): Promise<(string | null)[]> {
+export async function runPublishScript(
+  redis: CommandClient,
+  items: readonly PublishItem[],
+  opts: ScriptOptions,
+  publish: PublishOptions = {},
+): Promise<(string | null)[]> {
   const ids: (string | null)[] = new Array(items.length).fill(null)
-  let todo = items.map((_, i) => i)
+  const keys = items.map((item) => historyKey(opts.channel, item.recipient))
+  const groups = groupByNode(redis, keys)
+  if (publish.idempotencyKey !== undefined) await refuseConflicts(redis, items, groups, opts.channel, publish.idempotencyKey)
+  const acked = await Promise.all(groups.map((group) => runGroup(redis, items, group, opts, publish, ids)))
+  const wanted = opts.waitReplicas ?? 0
+  const least = Math.min(...acked)
+  if (wanted > 0 && least < wanted) throw new NotReplicated(wanted, least)
+  return ids
+}
+
+/**
+ * A key reused for other events is refused before anything is published: the
+ * script checks each item atomically, but a batch that conflicts on one item
+ * would already have published the others.
+ */
+async function refuseConflicts(redis: CommandClient, items: readonly PublishItem[], groups: number[][], channel: string, key: string): Promise<void> {
+  await Promise.all(
+    groups.map(async (group) => {
+      const pipeline = redis.pipeline()
+      for (const i of group) {
+        const item = items[i] as PublishItem
+        pipeline.get(idempotencyKey(channel, item.recipient, `${key}:${item.event}`))
+      }
+      const results = (await pipeline.exec()) ?? []
+      group.forEach((i, k) => {
+        const [err, seen] = results[k] ?? [new Error('no reply')]
+        if (err) throw err
+        // The marker is `<fingerprint> <id>` (redis/publish.lua).
+        if (typeof seen === 'string' && seen.slice(0, 40) !== fingerprint(items[i] as PublishItem)) {
+          throw new IdempotencyConflict('this idempotency key was used for another event')
+        }
+      })
+    }),
+  )
+}
+
+/** One node's items, in one pipeline; resolves to the replicas WAIT counted (Infinity without WAIT). */
+async function runGroup(
+  redis: CommandClient,
+  items: readonly PublishItem[],
+  group: number[],
+  opts: ScriptOptions,
+  publish: PublishOptions,
+  ids: (string | null)[],
+): Promise<number> {
+  const wait = opts.waitReplicas ?? 0
+  let todo = group
+  let replicas = Infinity
   for (let attempt = 0; todo.length > 0; attempt++) {
     const pipeline = redis.pipeline()
+    // A Redis restart (or SCRIPT FLUSH) empties the script cache: load it in
+    // the same pipeline, on the same node, and rerun only what did not run.
+    // Calls that ran are never rerun: no duplicates.
+    if (attempt > 0) pipeline.script('LOAD', PUBLISH_SCRIPT)
     for (const i of todo) {
-      const item = items[i] as PublishItem
-      pipeline.evalsha(
-        PUBLISH_SCRIPT_SHA, 1, historyKey(opts.channel, item.recipient),
-        opts.channel, item.recipient, item.type ?? '', item.data, opts.historySize, opts.historyTtlS,
-      )
+      const { keys, args } = scriptArgs(items[i] as PublishItem, opts, publish)
+      pipeline.evalsha(PUBLISH_SCRIPT_SHA, keys.length, ...keys, ...args)
     }
+    // WAIT covers every write this connection made before it: the whole pipeline.
+    if (wait > 0) pipeline.wait(wait, opts.waitTimeoutMs ?? 1000)
     const results = (await pipeline.exec()) ?? []
+    const offset = attempt > 0 ? 1 : 0
     const again: number[] = []
     todo.forEach((itemIndex, k) => {
-      const [err, id] = results[k] ?? [new Error('no reply')]
+      const [err, id] = results[k + offset] ?? [new Error('no reply')]
       if (err && attempt === 0 && err.message.startsWith('NOSCRIPT')) again.push(itemIndex)
+      else if (err?.message.startsWith('NOTIFY_IDEMPOTENCY_CONFLICT')) throw new IdempotencyConflict(err.message)
       else if (err) throw err
       else ids[itemIndex] = (id as string | null) ?? null
     })
-    // A Redis restart (or SCRIPT FLUSH) empties the script cache; load it and
-    // rerun what did not run. Calls that ran are never rerun: no duplicates.
-    if (again.length > 0) await redis.script('LOAD', PUBLISH_SCRIPT)
+    if (wait > 0) {
+      const [err, n] = results[todo.length + offset] ?? [new Error('no reply to WAIT')]
+      if (err) throw err
+      replicas = Math.min(replicas, Number(n))
+    }
     todo = again
   }
-  return ids
+  return replicas
+}
+
+/** KEYS and ARGV of one call, as documented at the top of redis/publish.lua. */
+function scriptArgs(item: PublishItem, opts: ScriptOptions, publish: PublishOptions): { keys: string[]; args: (string | number)[] } {
+  const token = publish.idempotencyKey === undefined ? '' : `${publish.idempotencyKey}:${item.event}`
+  const keys = [historyKey(opts.channel, item.recipient)]
+  if (token !== '') keys.push(idempotencyKey(opts.channel, item.recipient, token))
+  const args = [opts.channel, item.recipient, item.type ?? '', item.data, opts.historySize, opts.historyTtlS]
+  return { keys, args: [...args, opts.routing ?? 'shard', token, opts.idempotencyTtlS ?? 600] }
 }

@@ -1,66 +1,84 @@
-// The Redis broker: the one subscriber connection of the process (live events)
-// and one command connection (history reads, publishing). "Up" means both work.
+// The Redis broker, whatever the deployment (one server, Sentinel, Cluster):
+// the subscriptions (subscriptions.ts: the classic channel and the users who
+// have a stream here), one command client for history reads and publishing,
+// and, when publishes wait for replicas, a second one, so that a WAIT never
+// holds up history reads. "Up" means subscriptions and commands both work.
+// Every call has a deadline: a node that hangs fails calls, it does not hold them.
 import { EventEmitter } from 'node:events'
-import { Redis } from 'ioredis'
+import { Cluster } from 'ioredis'
 import { formatEntryId, formatEventId, parseEntryId, recipientTag, START } from '../history/event-id.js'
 import type { HistoryRead, ReadRequest, StoredEvent } from '../history/replay.js'
 import type { LogLimiter } from '../log-limiter.js'
+import type { RedisConfig } from '../redis-config.js'
 import { encodeEvent } from '../sse/frame.js'
 import { Batcher } from './batcher.js'
-import type { Broker, LiveSink, PublishItem } from './broker.js'
-import { historyKey, runPublishScript } from './publish-script.js'
-import { RedisSubscriber } from './redis-subscriber.js'
+import { type Broker, BrokerUnavailable, IdempotencyConflict, type LiveSink, NotReplicated, OutcomeUnknown, type PublishItem, type PublishOptions } from './broker.js'
+import { deadline } from './deadline.js'
+import { historyKey } from './keys.js'
+import { groupByNode } from './node-groups.js'
+import { runPublishScript, type ScriptOptions } from './publish-script.js'
+import { type CommandClient, createCommandClient } from './redis-clients.js'
+import { Subscriptions } from './subscriptions.js'
 
 export interface RedisBrokerOptions {
-  url: string
+  config: RedisConfig
   channel: string
   historySize: number
   historyTtlS: number
+  idempotencyTtlS: number
   logs: LogLimiter
   sink: LiveSink
-  /** Clients to use instead of ones made from `url` (the first is put in subscriber mode). */
-  subscriberClient?: Redis
-  commandClient?: Redis
+  /** A command client to use instead of one made from `config` (tests count its pipelines). */
+  commandClient?: CommandClient
 }
 
 type Entry = [id: string, fields: string[]]
 
 export class RedisBroker extends EventEmitter implements Broker {
   readonly kind = 'redis'
-  readonly subscriber: RedisSubscriber
-  readonly #commands: Redis
+  readonly subscriptions: Subscriptions
+  readonly #commands: CommandClient
+  /** The command client, or its own when publishes WAIT (a WAIT blocks its connection). */
+  readonly #publishing: CommandClient
   readonly #reads: Batcher<ReadRequest, HistoryRead>
+  readonly #script: ScriptOptions
+  readonly #timeoutMs: number
   #up = false
 
   constructor(private readonly opts: RedisBrokerOptions) {
     super()
-    this.subscriber = new RedisSubscriber({
-      url: opts.url,
+    const { config } = opts
+    this.#timeoutMs = config.commandTimeoutMs
+    this.#commands = opts.commandClient ?? createCommandClient(config)
+    this.#publishing = config.waitReplicas > 0 ? createCommandClient(config) : this.#commands
+    for (const client of new Set([this.#commands, this.#publishing])) {
+      client.on('error', (err: Error & { code?: string }) => {
+        opts.logs.write('warn', 'redis-commands-error', { err: { message: err.message, code: err.code } }, 'redis command connection error')
+      })
+      client.on('ready', this.#update)
+      client.on('close', this.#update)
+      client.on('end', this.#update)
+    }
+    this.subscriptions = new Subscriptions({
+      config,
       channel: opts.channel,
+      ...(this.#commands instanceof Cluster && { cluster: this.#commands }),
       logs: opts.logs,
       onMessage: opts.sink.message,
-      client: opts.subscriberClient,
+      detectSharded: () => this.#detectSharded(),
     })
-    this.#commands =
-      opts.commandClient ??
-      new Redis(opts.url, {
-        lazyConnect: true,
-        // Fail at once while disconnected: /publish answers 503 rather than
-        // accept what it cannot store, and a stream is told to come back.
-        enableOfflineQueue: false,
-        // Never resend a command after a reconnect: a publish might run twice.
-        maxRetriesPerRequest: 0,
-        retryStrategy: (times) => Math.min(times * 100, 2000),
-        connectionName: 'notify-commands',
-      })
-    this.#commands.on('error', (err: Error & { code?: string }) => {
-      opts.logs.write('warn', 'redis-commands-error', { err: { message: err.message, code: err.code } }, 'redis command connection error')
-    })
-    this.#commands.on('ready', this.#update)
-    this.#commands.on('close', this.#update)
-    this.subscriber.on('up', this.#update)
-    this.subscriber.on('down', this.#update)
+    this.subscriptions.on('up', this.#update)
+    this.subscriptions.on('down', this.#update)
     this.#reads = new Batcher((batch) => this.#readBatch(batch))
+    this.#script = {
+      channel: opts.channel,
+      historySize: opts.historySize,
+      historyTtlS: opts.historyTtlS,
+      routing: config.classicCopy ? 'both' : 'shard',
+      idempotencyTtlS: opts.idempotencyTtlS,
+      waitReplicas: config.waitReplicas,
+      waitTimeoutMs: config.waitTimeoutMs,
+    }
   }
 
   get up(): boolean {
@@ -68,63 +86,109 @@ export class RedisBroker extends EventEmitter implements Broker {
   }
 
   start(): void {
-    this.subscriber.start()
-    if (this.#commands.status === 'wait') this.#commands.connect().catch(() => {})
+    for (const client of new Set([this.#commands, this.#publishing])) {
+      if (client.status === 'wait') client.connect().catch(() => {})
+    }
+    this.subscriptions.start()
   }
 
   async close(): Promise<void> {
-    this.#commands.removeListener('close', this.#update)
-    this.subscriber.removeListener('down', this.#update)
+    this.subscriptions.removeListener('down', this.#update)
+    for (const client of new Set([this.#commands, this.#publishing])) client.removeListener('close', this.#update)
     this.#up = false
-    await this.subscriber.close()
-    try {
-      await this.#commands.quit()
-    } catch {
-      this.#commands.disconnect()
-    }
+    await this.subscriptions.close()
+    await Promise.all(
+      [...new Set([this.#commands, this.#publishing])].map(async (client) => {
+        try {
+          await client.quit()
+        } catch {
+          client.disconnect()
+        }
+      }),
+    )
+  }
+
+  attach(recipient: string): Promise<void> {
+    return deadline(this.subscriptions.acquire(recipient), this.#timeoutMs, 'subscribing to the recipient channel')
+  }
+
+  detach(recipient: string): void {
+    this.subscriptions.release(recipient)
   }
 
   read(request: ReadRequest): Promise<HistoryRead> {
-    return this.#reads.add(request)
+    return deadline(this.#reads.add(request), this.#timeoutMs, 'reading the history')
   }
 
-  publish(items: readonly PublishItem[]): Promise<(string | null)[]> {
-    return runPublishScript(this.#commands, items, this.opts)
+  async publish(items: readonly PublishItem[], options?: PublishOptions): Promise<(string | null)[]> {
+    try {
+      return await deadline(runPublishScript(this.#publishing, items, this.#script, options), this.#timeoutMs, 'publishing')
+    } catch (err) {
+      throw classify(err)
+    }
+  }
+
+  /** SSUBSCRIBE exists from Redis 7.0 on (and can be renamed away); COMMAND INFO answers nil for an unknown one. */
+  async #detectSharded(): Promise<boolean> {
+    const info = (await deadline(this.#commands.call('COMMAND', 'INFO', 'SSUBSCRIBE'), this.#timeoutMs, 'COMMAND INFO')) as unknown[]
+    return Array.isArray(info) && info[0] !== null && info[0] !== undefined
   }
 
   // Per request: the range from its position (when it has one) and the newest
-  // entry. Both in one pipeline for the whole batch: one round trip.
+  // entry. Both in one pipeline per node for the whole batch: one round trip.
   async #readBatch(batch: ReadRequest[]): Promise<HistoryRead[]> {
-    const pipeline = this.#commands.pipeline()
-    for (const { recipient, from } of batch) {
-      const key = historyKey(this.opts.channel, recipient)
-      if (from !== undefined) pipeline.xrange(key, formatEntryId(from), '+', 'COUNT', this.opts.historySize + 1)
-      pipeline.xrevrange(key, '+', '-', 'COUNT', 1)
-    }
-    const replies = (await pipeline.exec()) ?? []
-    let k = 0
-    const next = (): Entry[] => {
-      const [err, value] = replies[k++] ?? [new Error('no reply')]
-      if (err) throw err
-      return value as Entry[]
-    }
-    return batch.map(({ recipient, from }) => {
-      let range: StoredEvent[] = []
-      if (from !== undefined) {
-        const tag = recipientTag(recipient)
-        range = next().map((e) => toStored(e, tag))
-      }
-      const newest = next()[0]
-      return { range, tip: newest === undefined ? undefined : parseEntryId(newest[0]) }
-    })
+    const keys = batch.map(({ recipient }) => historyKey(this.opts.channel, recipient))
+    const reads: HistoryRead[] = new Array(batch.length)
+    await Promise.all(
+      groupByNode(this.#commands, keys).map(async (group) => {
+        const pipeline = this.#commands.pipeline()
+        for (const i of group) {
+          const { from } = batch[i] as ReadRequest
+          const key = keys[i] as string
+          if (from !== undefined) pipeline.xrange(key, formatEntryId(from), '+', 'COUNT', this.opts.historySize + 1)
+          pipeline.xrevrange(key, '+', '-', 'COUNT', 1)
+        }
+        const replies = (await pipeline.exec()) ?? []
+        let k = 0
+        const next = (): Entry[] => {
+          const [err, value] = replies[k++] ?? [new Error('no reply')]
+          if (err) throw err
+          return value as Entry[]
+        }
+        for (const i of group) {
+          const { recipient, from } = batch[i] as ReadRequest
+          let range: StoredEvent[] = []
+          if (from !== undefined) {
+            const tag = recipientTag(recipient)
+            range = next().map((e) => toStored(e, tag))
+          }
+          const newest = next()[0]
+          reads[i] = { range, tip: newest === undefined ? undefined : parseEntryId(newest[0]) }
+        }
+      }),
+    )
+    return reads
   }
 
   #update = (): void => {
-    const up = this.subscriber.up && this.#commands.status === 'ready'
+    const up =
+      this.subscriptions.up && this.#commands.status === 'ready' && (this.#publishing === this.#commands || this.#publishing.status === 'ready')
     if (up === this.#up) return
     this.#up = up
     this.emit(up ? 'up' : 'down')
   }
+}
+
+/**
+ * What a failed publish means for a retry. ioredis refuses to send while
+ * disconnected (the offline queue is off): nothing ran. Any other failure
+ * (a timeout, a connection lost mid-call) may come after the script ran.
+ */
+function classify(err: unknown): unknown {
+  if (err instanceof IdempotencyConflict || err instanceof NotReplicated) return err
+  const message = (err as Error).message ?? String(err)
+  if (/enableOfflineQueue options is false/.test(message)) return new BrokerUnavailable(message)
+  return new OutcomeUnknown(message)
 }
 
 function toStored([entryId, fields]: Entry, tag: string): StoredEvent {

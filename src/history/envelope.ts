@@ -17,6 +17,19 @@ export function isEnvelope(raw: string): boolean {
   return raw.charCodeAt(0) === 0x1e
 }
 
+/**
+ * The copy redis/publish.lua sends on the classic channel while
+ * PUBLISH_CLASSIC_COPY is on: one space after the recipient's JSON, which older
+ * instances read past (JSON allows it). This version skips it: the same event
+ * reaches it on the recipient's own channel.
+ */
+export function isClassicCopy(raw: string): boolean {
+  const a = raw.indexOf('\n')
+  const b = a < 0 ? -1 : raw.indexOf('\n', a + 1)
+  const c = b < 0 ? -1 : raw.indexOf('\n', b + 1)
+  return c > 0 && raw.charCodeAt(c - 1) === 0x20
+}
+
 export function encodeEnvelope(id: string, type: string | undefined, recipient: string, data: string): string {
   return `${ENVELOPE_MARK}${id}\n${type ?? ''}\n${JSON.stringify(recipient)}\n${data}`
 }

@@ -35,7 +35,7 @@ export function prepareBatch(body: unknown, limits: BatchLimits): PreparedBatch 
       if (bytes > limits.maxEventBytes) {
         throw errors.eventTooLarge({ event: index, field: 'event' }, `${bytes} bytes serialized, at most ${limits.maxEventBytes}`)
       }
-      batch.items.push({ recipient, type: valid.type, data })
+      batch.items.push({ event: index, recipient, type: valid.type, data })
       batch.owners.push({ event: index, recipient })
     }
   })

@@ -1,7 +1,8 @@
 // Publishing, whatever the broker: validate the whole batch, then hand the items
 // over in one call. Used by POST /publish, by the in-process publisher of the
 // embedded broker, and (through a Redis script runner) by createPublisher.
-import type { PublishItem } from '../broker/broker.js'
+import type { PublishItem, PublishOptions } from '../broker/broker.js'
+import { errors } from '../errors.js'
 import { type BatchLimits, prepareBatch } from './batch.js'
 
 /** An event as publishers write it; every other field is payload. */
@@ -24,18 +25,34 @@ export interface Publisher {
    * Publishes one event or a batch. Throws a NOTIFY_INVALID_EVENT or
    * NOTIFY_EVENT_TOO_LARGE error (with `details.event` and `details.field`)
    * before anything is published if any event is invalid.
+   *
+   * `idempotencyKey` (1 to 128 visible ASCII characters): a retry of the same
+   * events with the same key, within IDEMPOTENCY_TTL_S, publishes nothing new
+   * and resolves to the first ids; the same key with other events throws an
+   * IdempotencyConflict and publishes nothing.
    */
-  publish(events: NotifyEvent | NotifyEvent[]): Promise<Published[]>
+  publish(events: NotifyEvent | NotifyEvent[], options?: PublishOptions): Promise<Published[]>
 }
 
 export const DEFAULT_LIMITS: BatchLimits = { maxEvents: 1000, maxEventBytes: 262_144 }
 
-export function makePublisher(send: (items: readonly PublishItem[]) => Promise<(string | null)[]>, limits: BatchLimits): Publisher {
+export function makePublisher(
+  send: (items: readonly PublishItem[], options: PublishOptions) => Promise<(string | null)[]>,
+  limits: BatchLimits,
+): Publisher {
   return {
-    async publish(events) {
+    async publish(events, options = {}) {
+      if (options.idempotencyKey !== undefined && !isIdempotencyKey(options.idempotencyKey)) {
+        throw errors.invalidIdempotencyKey()
+      }
       const { items, owners } = prepareBatch(events, limits)
-      const ids = await send(items)
+      const ids = await send(items, options)
       return owners.map((o, i) => ({ event: o.event, recipient_id: o.recipient, id: ids[i] ?? null }))
     },
   }
+}
+
+/** An idempotency key: 1 to 128 visible ASCII characters (a UUID, say). */
+export function isIdempotencyKey(key: string): boolean {
+  return /^[!-~]{1,128}$/.test(key)
 }

@@ -1,9 +1,11 @@
 // POST /publish: events from backends that would rather speak HTTP than Redis.
 // Served only when PUBLISH_TOKEN is set. The token is checked before the body is
 // read; the whole batch is validated before anything is published; 202 means
-// stored (when history is on) and published.
-import type { FastifyInstance, FastifyReply } from 'fastify'
-import { errors, isEventError } from '../errors.js'
+// stored (when history is on) and published (and, with PUBLISH_WAIT_REPLICAS,
+// on that many replicas). An Idempotency-Key makes a retry safe.
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify'
+import { BrokerUnavailable, IdempotencyConflict, NotReplicated, OutcomeUnknown } from '../broker/broker.js'
+import { type ClientError, errors, isClientError, isEventError } from '../errors.js'
 import type { Publisher } from '../publish/publisher.js'
 import { bearerCheck } from './bearer.js'
 
@@ -29,17 +31,45 @@ export async function publishRoute(app: FastifyInstance, deps: PublishRouteDeps)
       },
     },
     async (request, reply) => {
+      const key = idempotencyKey(request.headers['idempotency-key'])
       let published
       try {
-        published = await deps.publisher.publish(request.body as never)
+        published = await deps.publisher.publish(request.body as never, key === undefined ? {} : { idempotencyKey: key })
       } catch (err) {
         if (isEventError(err)) return sendEventError(reply, err)
-        request.log.warn({ err: { message: (err as Error).message } }, 'publish failed: history store unreachable')
-        throw errors.publishUnavailable()
+        throw publishFailure(err, request.log)
       }
       return reply.code(202).send({ published })
     },
   )
+}
+
+/**
+ * The Idempotency-Key header (IETF draft "The Idempotency-Key HTTP Header
+ * Field"): a Structured Fields string, so quoted; the bare form is accepted too.
+ */
+function idempotencyKey(header: string | string[] | undefined): string | undefined {
+  if (header === undefined) return undefined
+  if (Array.isArray(header)) throw errors.invalidIdempotencyKey()
+  const quoted = /^"(.*)"$/.exec(header)
+  return quoted === null ? header : (quoted[1] as string)
+}
+
+/** What a publisher is told, and whether a retry is safe. */
+function publishFailure(err: unknown, log: FastifyBaseLogger): ClientError {
+  if (isClientError(err)) return err
+  const message = (err as Error).message
+  if (err instanceof IdempotencyConflict) return errors.idempotencyConflict()
+  if (err instanceof NotReplicated) {
+    log.warn({ wanted: err.wanted, got: err.got }, 'publish not confirmed by enough replicas')
+    return errors.publishNotReplicated(err.got, err.wanted)
+  }
+  if (err instanceof BrokerUnavailable) {
+    log.warn({ err: { message } }, 'publish failed: history store unreachable')
+    return errors.publishUnavailable()
+  }
+  log.warn({ err: { message } }, 'publish outcome unknown')
+  return errors.publishOutcomeUnknown(err instanceof OutcomeUnknown ? message : 'error')
 }
 
 // The catalog error plus which event and field: Fastify's own error body has no room for them.

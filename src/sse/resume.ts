@@ -3,6 +3,12 @@
 // broker was down, for every open stream from the last event it has. While a
 // stream is being positioned its live events are queued (stream.ts), so the
 // switch from history to live has no gap and no duplicate.
+//
+// The order that makes this lossless: a new stream's live delivery (its user's
+// channel, broker.attach) is confirmed before its position is read. An event
+// published in between is then in the history read, or arrives live, or both
+// (the stream drops the copy by its id); read first, and an event published
+// between the read and the subscription would be in neither.
 import type { Broker } from '../broker/broker.js'
 import { type Position, parseEventId, recipientTag, samePosition, START } from '../history/event-id.js'
 import { decide, type Outcome } from '../history/replay.js'
@@ -42,30 +48,37 @@ export class Resumer {
   #epoch = 0
   // Streams held because live delivery was lost; only the next catch-up releases them.
   readonly #suspended = new WeakSet<SseStream>()
+  // Streams whose user's live delivery this resumer asked the broker for (one detach each).
+  readonly #attached = new WeakSet<SseStream>()
 
   constructor(private readonly opts: ResumeOptions) {
     this.#retry = Buffer.from(encodeRetry(opts.retryMs))
+    opts.hub.on('close', (stream: SseStream) => {
+      if (!this.#attached.delete(stream)) return
+      opts.broker.detach(stream.userId)
+    })
   }
 
   /** Positions a new (held) stream and lets it go live. */
   join(stream: SseStream, lastEventId: string | undefined): void {
+    this.#attached.add(stream)
+    const attached = this.opts.broker.attach(stream.userId)
     if (this.opts.historySize === 0) {
       // No history: an id cannot be honoured, and the client must be told.
-      stream.apply(lastEventId === undefined ? LIVE : this.#resync('gone', START))
-      stream.release()
+      void this.#live(stream, attached, lastEventId === undefined ? LIVE : this.#resync('gone', START))
       return
     }
     if (lastEventId === undefined) {
-      void this.#sync(stream, undefined)
+      void this.#sync(stream, undefined, undefined, attached)
       return
     }
     const id = parseEventId(lastEventId)
-    if (!id.ok) void this.#sync(stream, undefined, 'malformed')
-    else if (id.tag !== recipientTag(stream.userId)) void this.#sync(stream, undefined, 'foreign')
+    if (!id.ok) void this.#sync(stream, undefined, 'malformed', attached)
+    else if (id.tag !== recipientTag(stream.userId)) void this.#sync(stream, undefined, 'foreign', attached)
     // 0-0 is never a stored event's id (it means "before everything" inside the
     // service): from a client it is an id we do not know.
-    else if (samePosition(id.position, START)) void this.#sync(stream, undefined, 'gone')
-    else void this.#sync(stream, id.position)
+    else if (samePosition(id.position, START)) void this.#sync(stream, undefined, 'gone', attached)
+    else void this.#sync(stream, id.position, undefined, attached)
   }
 
   /**
@@ -96,8 +109,23 @@ export class Resumer {
     }
   }
 
-  async #sync(stream: SseStream, from: Position | undefined, forced?: ResyncReason): Promise<void> {
+  async #live(stream: SseStream, attached: Promise<void>, outcome: Outcome): Promise<void> {
     try {
+      await attached
+    } catch (err) {
+      this.#unavailable(stream, err)
+      return
+    }
+    if (stream.closed) return
+    stream.apply(outcome)
+    stream.release()
+  }
+
+  async #sync(stream: SseStream, from: Position | undefined, forced?: ResyncReason, attached?: Promise<void>): Promise<void> {
+    try {
+      // Live delivery first, then the history: see the top of this file.
+      if (attached !== undefined) await attached
+      if (stream.closed) return
       for (;;) {
         const epoch = this.#epoch
         const read = await this.opts.broker.read({ recipient: stream.userId, from })
@@ -117,12 +145,19 @@ export class Resumer {
       }
       stream.release()
     } catch (err) {
-      // The history cannot be read (Redis unreachable): send the client away to
-      // come back shortly; EventSource keeps its Last-Event-ID, so nothing is lost.
-      this.stats.unavailable++
-      this.opts.logs.write('warn', 'history-read', { err: { message: (err as Error).message } }, 'history read failed; stream told to reconnect')
-      stream.end('unavailable', this.#retry)
+      this.#unavailable(stream, err)
     }
+  }
+
+  /**
+   * The history cannot be read, or live delivery not confirmed (Redis
+   * unreachable or hung): send the client away to come back shortly;
+   * EventSource keeps its Last-Event-ID, so nothing is lost.
+   */
+  #unavailable(stream: SseStream, err: unknown): void {
+    this.stats.unavailable++
+    this.opts.logs.write('warn', 'history-read', { err: { message: (err as Error).message } }, 'history or subscription unavailable; stream told to reconnect')
+    stream.end('unavailable', this.#retry)
   }
 
   #resync(reason: ResyncReason, position: Position): Outcome {

@@ -19,7 +19,7 @@ export interface Built {
   app: FastifyInstance
   /** http://127.0.0.1:<port> */
   base: string
-  /** The Redis server (redis broker only; throws in embedded mode). */
+  /** The Redis server (one redis-server only; throws in embedded mode and with a topology). */
   redis: TestRedis
   broker: 'redis' | 'embedded'
   upstream: TestUpstream
@@ -27,16 +27,26 @@ export interface Built {
   logs: Record<string, unknown>[]
   /** Raw log output, to check that secrets never appear. */
   rawLogs(): string
-  /** PUBLISH on the app's channel; objects are JSON-encoded (redis broker only). */
+  /** PUBLISH on the app's channel; objects are JSON-encoded (Redis only). */
   publish(event: unknown): Promise<number>
   /** Store and publish through the app's own publisher (the script, or the embedded broker). */
   store(events: NotifyEvent | NotifyEvent[]): Promise<Published[]>
+}
+
+/** A Redis deployment other than one redis-server: Sentinel or Cluster (test/helpers/sentinel.ts, cluster.ts). */
+export interface Topology {
+  /** REDIS_SENTINELS + REDIS_SENTINEL_NAME, or REDIS_CLUSTER_NODES. */
+  env: Record<string, string>
+  /** A plain PUBLISH on the deployment (the seed contract). */
+  publish(channel: string, message: string): Promise<unknown>
 }
 
 export interface BuildOptions {
   env?: Record<string, string>
   deps?: AppDeps
   redis?: TestRedis
+  /** Sentinel or Cluster instead of one redis-server. */
+  topology?: Topology
   /** Default 'redis': a real redis-server. 'embedded': REDIS_URL unset. */
   broker?: 'redis' | 'embedded'
   /** Wait for the Redis subscription before returning (default true). */
@@ -45,10 +55,12 @@ export interface BuildOptions {
 
 export async function build(t: Teardown, opts: BuildOptions = {}): Promise<Built> {
   const embedded = opts.broker === 'embedded'
-  const redis = embedded ? undefined : (opts.redis ?? (await startRedis(t)))
+  const topology = opts.topology
+  const redis = embedded || topology !== undefined ? undefined : (opts.redis ?? (await startRedis(t)))
   const upstream = await startUpstream(t)
   const config = loadConfig({
     ...(redis && { REDIS_URL: redis.url }),
+    ...topology?.env,
     AUTH_MODE: 'upstream',
     AUTH_UPSTREAM_URL: upstream.url,
     HOST: '127.0.0.1',
@@ -80,16 +92,18 @@ export async function build(t: Teardown, opts: BuildOptions = {}): Promise<Built
     app,
     base: `http://127.0.0.1:${port}`,
     get redis(): TestRedis {
-      if (redis === undefined) throw new Error('no redis-server: this app runs the embedded broker')
+      if (redis === undefined) throw new Error('no single redis-server: this app runs the embedded broker or a topology')
       return redis
     },
     broker: embedded ? 'embedded' : 'redis',
     upstream,
     logs,
     rawLogs: () => raw,
-    publish: (event) => {
+    publish: async (event) => {
+      const message = typeof event === 'string' ? event : JSON.stringify(event)
+      if (topology !== undefined) return Number(await topology.publish(config.channel, message))
       if (publisher === undefined) throw new Error('no channel: this app runs the embedded broker')
-      return publisher.publish(config.channel, typeof event === 'string' ? event : JSON.stringify(event))
+      return publisher.publish(config.channel, message)
     },
     store: (events) => app.notifier.publisher.publish(events),
   }

@@ -17,6 +17,10 @@ export interface TestRedis {
   restart(): Promise<void>
   stop(): Promise<void>
   start(): Promise<void>
+  /** SIGSTOP: the server hangs with its connections open (a hung process, a partition). */
+  pause(): void
+  /** SIGCONT. */
+  resume(): void
   canRestart: boolean
 }
 
@@ -57,7 +61,13 @@ export async function startRedis(t: Teardown, opts: StartRedisOptions = {}): Pro
   if (external) {
     const port = Number(new URL(external).port || 6379)
     const unavailable = () => Promise.reject(new Error('restart needs a redis-server started by the tests'))
-    return { url: external, port, client: () => client(external), restart: unavailable, stop: unavailable, start: unavailable, canRestart: false }
+    const cannot = () => {
+      throw new Error('pause needs a redis-server started by the tests')
+    }
+    return {
+      url: external, port, client: () => client(external), restart: unavailable, stop: unavailable, start: unavailable,
+      pause: cannot, resume: cannot, canRestart: false,
+    }
   }
 
   const port = await freePort()
@@ -78,9 +88,13 @@ export async function startRedis(t: Teardown, opts: StartRedisOptions = {}): Pro
       proc?.once('error', reject)
     })
   }
+  let paused = false
   const stop = async () => {
     if (proc === undefined || proc.exitCode !== null) return
     const p = proc
+    // A stopped process would not act on SIGTERM.
+    if (paused) p.kill('SIGCONT')
+    paused = false
     const exited = once(p, 'exit')
     // SIGTERM lets a persistent server shut down cleanly (its append-only file complete).
     p.kill(dir === undefined ? 'SIGKILL' : 'SIGTERM')
@@ -102,6 +116,14 @@ export async function startRedis(t: Teardown, opts: StartRedisOptions = {}): Pro
     },
     stop,
     start,
+    pause: () => {
+      paused = true
+      proc?.kill('SIGSTOP')
+    },
+    resume: () => {
+      paused = false
+      proc?.kill('SIGCONT')
+    },
     canRestart: true,
   }
 }

@@ -1,0 +1,27 @@
+// Names of a recipient's Redis keys and channel, pure. Everything of one
+// recipient carries the recipient in braces (a Redis Cluster hash tag), so it
+// all lives in one slot: the history, the idempotency markers and the shard
+// channel, and redis/publish.lua can touch them in one atomic call.
+// NOTIFY_CHANNEL has no braces (config.ts), so the recipient's are the first.
+
+/** The recipient's history: a Stream. */
+export function historyKey(channel: string, recipient: string): string {
+  return `${channel}:history:{${recipient}}`
+}
+
+/** The recipient's own channel (sharded pub/sub): only instances holding a stream of theirs listen. */
+export function liveChannel(channel: string, recipient: string): string {
+  return `${channel}:{${recipient}}`
+}
+
+/** The marker of one idempotent publish to one recipient. `token` is the script's ARGV[8]. */
+export function idempotencyKey(channel: string, recipient: string, token: string): string {
+  return `${channel}:idem:{${recipient}}:${token}`
+}
+
+/** The recipient a live channel belongs to, or undefined if `name` is not one of `channel`'s. */
+export function recipientOfChannel(channel: string, name: string): string | undefined {
+  const prefix = `${channel}:{`
+  if (!name.startsWith(prefix) || !name.endsWith('}') || name.length < prefix.length + 2) return undefined
+  return name.slice(prefix.length, -1)
+}
