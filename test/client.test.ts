@@ -228,25 +228,51 @@ t.test('a tab that reloads while another holds the stream gets what it missed fr
 t.test('auth-expired: the refresh hook runs, the stream resumes, nothing is lost', async (t) => {
   const secret = 'a-test-secret-of-at-least-32-characters!'
   const key = new TextEncoder().encode(secret)
-  const mint = (ttlS: number) =>
-    new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime(Math.floor(Date.now() / 1000) + ttlS).sign(key)
-  // The page's own origin refreshes the cookie, as an app's endpoint would.
+  const mint = (exp: number) => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime(exp).sign(key)
+  // The token is checked on connect by jose (the real clock); the stream ends
+  // at its exp by the hub's clock (AppDeps.now). A token that really expires
+  // within seconds races the test: under CPU load the page may connect after
+  // exp (a 401, no first `live`), or the stream may end before the first event
+  // arrives (no id to resume from: the next event is lost, see the README).
+  // So the token is valid for minutes, and the hub's clock stands still just
+  // short of its exp until the test lets it run: meanwhile the hub rechecks the
+  // deadline every 250 ms, and ends the stream at the first check after.
+  const exp = Math.floor(Date.now() / 1000) + 600
+  let now = (): number => exp * 1000 - 250
+  // The page's own origin refreshes the cookie, as an app's endpoint would. Its
+  // answer is held, so that an event can be published while no stream is open.
+  const refreshAsked = new EventEmitter()
+  let answerRefresh = (): void => {}
+  const answered = new Promise<void>((resolve) => {
+    answerRefresh = resolve
+  })
   const refresh: Route = async (req, res) => {
     if (req.method !== 'POST' || req.url !== '/refresh') return false
-    res.writeHead(204, { 'set-cookie': `access_token=${await mint(60)}; Path=/; HttpOnly; SameSite=Strict` })
+    refreshAsked.emit('asked')
+    await answered
+    // Valid past the hub's clock, which runs on from the first token's exp.
+    res.writeHead(204, { 'set-cookie': `access_token=${await mint(exp + 600)}; Path=/; HttpOnly; SameSite=Strict` })
     res.end()
     return true
   }
   const origin = await servePage(t, PAGE, refresh)
-  const s = await service(t, origin, { env: { AUTH_MODE: 'jwt', JWT_SECRET: secret } })
-  const page = await openPage(await userContext(t, browser, await mint(2)), origin, s, 'alice')
+  const s = await service(t, origin, { env: { AUTH_MODE: 'jwt', JWT_SECRET: secret }, deps: { now: () => now() } })
+  const hub = s.app.notifier.hub
+  const page = await openPage(await userContext(t, browser, await mint(exp)), origin, s, 'alice')
   await stateIs(page, 'live')
   await s.store(note('alice', 1))
-  t.same(await received(page, 1), [1])
+  t.same(await received(page, 1), [1], 'the page has an id to resume from')
 
-  // At exp (2 s) the service sends auth-expired and ends the stream.
-  await page.waitForFunction(() => (window as unknown as Seen).states.includes('reconnecting'))
+  // The clock reaches exp: the service sends auth-expired and ends the stream.
+  const closed = once(hub, 'close') as Promise<[SseStream, string]>
+  const asked = once(refreshAsked, 'asked')
+  const from = Date.now()
+  now = () => exp * 1000 + (Date.now() - from)
+  t.equal((await closed)[1], 'expired', 'ended at exp')
+  await asked
+  t.equal(hub.countOf('alice'), 0, 'no stream while the cookie is refreshed')
   await s.store(note('alice', 2))
+  answerRefresh()
   await page.waitForFunction(() => (window as unknown as Seen).states.lastIndexOf('live') > 1)
   await s.store(note('alice', 3))
   t.same(await received(page, 3), [1, 2, 3], 'the one published meanwhile too, once, in order')
