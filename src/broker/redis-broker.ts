@@ -4,7 +4,7 @@
 // and, when publishes wait for replicas, a second one, so that a WAIT never
 // holds up history reads. "Up" means subscriptions and commands both work.
 // Every call has a deadline: a node that hangs fails calls, it does not hold them.
-import { EventEmitter } from 'node:events'
+import { EventEmitter, once } from 'node:events'
 import { Cluster } from 'ioredis'
 import { formatEntryId, formatEventId, parseEntryId, recipientTag, START } from '../history/event-id.js'
 import type { HistoryRead, ReadRequest, StoredEvent } from '../history/replay.js'
@@ -117,7 +117,23 @@ export class RedisBroker extends EventEmitter implements Broker {
   }
 
   read(request: ReadRequest): Promise<HistoryRead> {
-    return deadline(this.#reads.add(request), this.#timeoutMs, 'reading the history')
+    return deadline(this.#readRetrying(request), this.#timeoutMs, 'reading the history')
+  }
+
+  /**
+   * A read may be repeated: a connection closed under it (a Cluster node
+   * replaced, a failover) is tried again, until the call's deadline.
+   */
+  async #readRetrying(request: ReadRequest): Promise<HistoryRead> {
+    const until = performance.now() + this.#timeoutMs
+    for (let wait = 50; ; wait = Math.min(wait * 2, 400)) {
+      try {
+        return await this.#reads.add(request)
+      } catch (err) {
+        if (performance.now() + wait >= until) throw err
+        await new Promise((resolve) => setTimeout(resolve, wait))
+      }
+    }
   }
 
   async publish(items: readonly PublishItem[], options?: PublishOptions): Promise<(string | null)[]> {
@@ -130,6 +146,7 @@ export class RedisBroker extends EventEmitter implements Broker {
 
   /** SSUBSCRIBE exists from Redis 7.0 on (and can be renamed away); COMMAND INFO answers nil for an unknown one. */
   async #detectSharded(): Promise<boolean> {
+    if (this.#commands.status !== 'ready') await deadline(once(this.#commands, 'ready'), this.#timeoutMs * 5, 'connecting to Redis')
     const info = (await deadline(this.#commands.call('COMMAND', 'INFO', 'SSUBSCRIBE'), this.#timeoutMs, 'COMMAND INFO')) as unknown[]
     return Array.isArray(info) && info[0] !== null && info[0] !== undefined
   }

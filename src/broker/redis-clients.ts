@@ -8,8 +8,12 @@ import type { HostPort, RedisConfig } from '../redis-config.js'
 
 export type CommandClient = Redis | Cluster
 
-/** Reconnect back-off: fast at first, at most 2 s between tries, never giving up. */
-const retryStrategy = (times: number): number => Math.min(times * 100, 2000)
+/**
+ * Reconnect back-off: fast at first, at most 500 ms between tries, never giving
+ * up. After a failover the new master is there within seconds: a longer
+ * back-off would only add to the outage.
+ */
+const retryStrategy = (times: number): number => Math.min(times * 50, 500)
 
 /** What every connection shares: credentials, TLS, and the bounds on a call. */
 function baseOptions(config: RedisConfig, name: string): RedisOptions {

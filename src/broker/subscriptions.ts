@@ -177,17 +177,32 @@ export class Subscriptions extends EventEmitter {
   async #pass(): Promise<void> {
     if (this.#closed) return
     if (this.#sharded === undefined) await this.#detect()
-    const classicNode = this.#nodeOf(this.opts.channel)
+    // Classic pub/sub reaches every node of a Cluster: its subscription stays
+    // where it is while its connection lives (moving it would lose or repeat events).
+    const classicNode = this.#classicOn ?? this.#nodeOf(this.opts.channel)
     const wanted = new Map<string, string | undefined>()
-    if (this.#sharded) for (const user of this.#refs.keys()) { const ch = liveChannel(this.opts.channel, user); wanted.set(ch, this.#nodeOf(ch)) }
+    if (this.#sharded) {
+      for (const user of this.#refs.keys()) {
+        const channel = liveChannel(this.opts.channel, user)
+        wanted.set(channel, this.#nodeOf(channel))
+      }
+    }
 
-    // Links: one per node in use; the others are closed.
+    // Channels confirmed but no longer wanted: unsubscribed below, where their link stays.
+    const toUnsubscribe = new Map<string, string[]>()
+    for (const [channel, node] of this.#active) {
+      if (wanted.has(channel)) continue
+      this.#active.delete(channel)
+      push(toUnsubscribe, node, channel)
+    }
+    // Links: one per node in use; the others are closed (with the server's
+    // subscriptions on them, none of them wanted any more).
     const nodes = new Set<string>([...wanted.values(), classicNode].filter((n): n is string => n !== undefined))
     for (const node of nodes) if (!this.#links.has(node)) this.#open(node)
     for (const [node, link] of this.#links) {
       if (nodes.has(node)) continue
       this.#links.delete(node)
-      this.#forgetNode(node)
+      toUnsubscribe.delete(node)
       void link.close()
     }
 
@@ -204,15 +219,9 @@ export class Subscriptions extends EventEmitter {
     const toSubscribe = new Map<string, string[]>()
     for (const [channel, node] of wanted) {
       if (node === undefined || this.#active.get(channel) === node) continue
+      // Confirmed on a node that no longer serves its slot: lost meanwhile.
       if (this.#active.has(channel)) this.#lose([channel])
       if (this.#links.get(node)?.ready) push(toSubscribe, node, channel)
-    }
-    // Channels confirmed but no longer wanted.
-    const toUnsubscribe = new Map<string, string[]>()
-    for (const [channel, node] of this.#active) {
-      if (wanted.has(channel)) continue
-      this.#active.delete(channel)
-      push(toUnsubscribe, node, channel)
     }
     for (const [node, channels] of toSubscribe) {
       const link = this.#links.get(node) as SubscriberLink
@@ -231,7 +240,9 @@ export class Subscriptions extends EventEmitter {
     const results = await Promise.allSettled(work)
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed !== undefined) throw failed.reason
-    this.#setUp(this.#complete(classicNode, wanted), true)
+    // Only losses take 'up' away (#lose, #forgetNode): a new user still being
+    // subscribed is no outage for the others.
+    if (this.#complete(classicNode, wanted)) this.#setUp(true, true)
   }
 
   async #detect(): Promise<void> {

@@ -93,7 +93,7 @@ let guard: string[] | undefined
  * a file that times out), so no cluster outlives its test. setpriv execs, so
  * the pid is the server's own (SIGSTOP, SIGKILL reach it directly).
  */
-function deathGuard(): string[] {
+export function deathGuard(): string[] {
   guard ??= spawnSync('setpriv', ['--pdeathsig', 'KILL', 'true']).status === 0 ? ['setpriv', '--pdeathsig', 'KILL', 'redis-server'] : ['redis-server']
   return guard
 }

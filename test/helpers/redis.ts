@@ -7,6 +7,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
+import { deathGuard } from './redis-proc.js'
 
 export interface TestRedis {
   url: string
@@ -35,6 +36,8 @@ export interface StartRedisOptions {
    * shutdown) instead of SIGKILL. Default false: nothing survives a restart.
    */
   persist?: boolean
+  /** Extra redis-server arguments (e.g. `--rename-command SSUBSCRIBE ""`). */
+  args?: string[]
 }
 
 export async function freePort(): Promise<number> {
@@ -75,7 +78,9 @@ export async function startRedis(t: Teardown, opts: StartRedisOptions = {}): Pro
   const persistence = dir === undefined ? ['--appendonly', 'no'] : ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir]
   let proc: ChildProcess | undefined
   const start = async () => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence], {
+    // Under a death guard: a test process killed by its timeout leaves no server behind.
+    const [cmd = 'redis-server', ...pre] = deathGuard()
+    proc = spawn(cmd, [...pre, '--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, ...(opts.args ?? [])], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let out = ''
