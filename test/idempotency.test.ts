@@ -36,7 +36,7 @@ async function untilSentinel(s: Built, stream: TestStream, user: string, from = 
   const [sentinel] = await s.store({ recipient_id: user, type: 'sentinel' })
   for (let n = from + 1; ; n++) {
     const events = await stream.nextEvents(n)
-    if (events.at(-1)?.id === sentinel?.id) return events.slice(from, -1).map((e) => e.id)
+    if (events.at(-1)?.id === sentinel?.id) return events.slice(from, -1).map((e) => e.id ?? '')
   }
 }
 

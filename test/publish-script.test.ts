@@ -139,7 +139,7 @@ t.test('history size 0: nothing stored, returns nil, publishes an envelope witho
   t.equal(env.position, undefined)
   t.same(env.events, [{ event: 'ping', id: undefined, data }])
   t.same(
-    await runPublishScript(db, [{ recipient: '7', type: undefined, data: '{}' }], { channel: ch, historySize: 0, historyTtlS: 60 }),
+    await runPublishScript(db, [{ event: 0, recipient: '7', type: undefined, data: '{}' }], { channel: ch, historySize: 0, historyTtlS: 60 }),
     [null],
     'runPublishScript gives null too',
   )
@@ -238,7 +238,7 @@ t.test('runPublishScript: ids in item order, and after SCRIPT FLUSH too', async 
   const ch = channel()
   const opts = { channel: ch, historySize: 10, historyTtlS: 60 }
   const items = (from: number) =>
-    ['a', 'b', 'a'].map((recipient, k) => ({ recipient, type: k === 1 ? 'typed' : undefined, data: JSON.stringify({ n: from + k }) }))
+    ['a', 'b', 'a'].map((recipient, k) => ({ event: k, recipient, type: k === 1 ? 'typed' : undefined, data: JSON.stringify({ n: from + k }) }))
 
   async function check(ids: (string | null)[], expected: { recipient: string; data: string }[]) {
     t.equal(ids.length, expected.length)
@@ -271,7 +271,7 @@ t.test('runPublishScript: ids in item order, and after SCRIPT FLUSH too', async 
 t.test('runPublishScript passes a script error on', async (t) => {
   const ch = channel()
   await t.rejects(
-    runPublishScript(db, [{ recipient: 'u', type: 'resync', data: '{}' }], { channel: ch, historySize: 10, historyTtlS: 60 }),
+    runPublishScript(db, [{ event: 0, recipient: 'u', type: 'resync', data: '{}' }], { channel: ch, historySize: 10, historyTtlS: 60 }),
     /^NOTIFY_BAD_ARGUMENT /,
   )
   t.equal(await db.exists(historyKey(ch, 'u')), 0)
