@@ -40,14 +40,14 @@ export const EnvSchema = Type.Object({
   PUBLISH_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
   /** Most events in one POST /publish batch. Default 1000. */
   PUBLISH_MAX_EVENTS: Type.Integer({ default: 1000, minimum: 1, maximum: 10_000 }),
+  /** Largest POST /publish body, in bytes (413 beyond). Default 1048576. */
+  PUBLISH_MAX_BYTES: Type.Integer({ default: 1_048_576, minimum: 1024, maximum: 67_108_864 }),
   /**
    * Seconds an Idempotency-Key of POST /publish (or of the publisher) is
    * remembered, per recipient: a retry with the same key within it stores and
    * publishes nothing new and answers the first ids. Default 600.
    */
   IDEMPOTENCY_TTL_S: Type.Integer({ default: 600, minimum: 1, maximum: 604_800 }),
-  /** Largest POST /publish body, in bytes (413 beyond). Default 1048576. */
-  PUBLISH_MAX_BYTES: Type.Integer({ default: 1_048_576, minimum: 1024, maximum: 67_108_864 }),
 
   /** `upstream` (ask an HTTP auth server), `jwt` (verify locally) or `introspection` (RFC 7662). Required. */
   AUTH_MODE: Type.Union([Type.Literal('upstream'), Type.Literal('jwt'), Type.Literal('introspection')]),

@@ -19,9 +19,3 @@ export function idempotencyKey(channel: string, recipient: string, token: string
   return `${channel}:idem:{${recipient}}:${token}`
 }
 
-/** The recipient a live channel belongs to, or undefined if `name` is not one of `channel`'s. */
-export function recipientOfChannel(channel: string, name: string): string | undefined {
-  const prefix = `${channel}:{`
-  if (!name.startsWith(prefix) || !name.endsWith('}') || name.length < prefix.length + 2) return undefined
-  return name.slice(prefix.length, -1)
-}
