@@ -115,7 +115,7 @@ t.test('routing on a Cluster: an instance does not pay for the other one\'s user
     const got = await untilEnd(a, streams[i] as TestStream, user, 0)
     t.equal(got.length, N / users.length, `${user}: its ${N / users.length}`)
   }
-  t.equal(subscriptionsOf(b).received.user, before.user, 'B took none of them off Redis')
+  t.same(subscriptionsOf(b).received, before, 'B took none of them off Redis, on any channel')
   t.equal(subscriptionsOf(b).channels, 0)
   t.ok(subscriptionsOf(a).received.user >= N, 'A took them')
   t.equal(subscriptionsOf(a).links, 3, 'A holds one subscriber connection per master')
