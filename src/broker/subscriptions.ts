@@ -18,7 +18,9 @@ import type { Cluster } from 'ioredis'
 import type { LogLimiter } from '../log-limiter.js'
 import type { RedisConfig } from '../redis-config.js'
 import { liveChannel } from './keys.js'
+import { commandGroups, planPass, slotMapKey } from './subscription-plan.js'
 import { subscriberOptions } from './redis-clients.js'
+import { SerialRunner } from './serial-runner.js'
 import { SubscriberLink } from './subscriber-link.js'
 
 export interface SubscriptionsOptions {
@@ -60,19 +62,24 @@ export class Subscriptions extends EventEmitter {
   #sharded: boolean | undefined
   #up = false
   #closed = false
-  #scheduled = false
-  #running = false
-  #again = false
-  #retryTimer: NodeJS.Timeout | undefined
-  #failures = 0
-  #lastPass = -Infinity
+  readonly #runner: SerialRunner
+  /** Asks for a pass (subscription changes are made by passes only). */
+  readonly #schedule: () => void
+  /** The slot map as of the last refresh: ranges of slots and their masters. */
+  #slotMap = ''
   /** Messages taken off Redis: on the classic channel, and on users' own channels. */
   readonly received = { classic: 0, user: 0 }
 
   constructor(private readonly opts: SubscriptionsOptions) {
     super()
+    this.#runner = new SerialRunner(() => this.#pass(), PASS_GAP_MS, (err) => {
+      // A node that refused or timed out: the runner tries again shortly (its
+      // link may be reconnecting, or the slot map is being refreshed).
+      opts.logs.write('warn', 'redis-subscribe', { err: { message: (err as Error).message } }, 'subscribing failed; retrying')
+    })
+    this.#schedule = this.#runner.request
     // A slot map that changed (failover, migration): channels may live elsewhere now.
-    opts.cluster?.on('refresh', this.#schedule)
+    opts.cluster?.on('refresh', this.#onRefresh)
   }
 
   get up(): boolean {
@@ -130,48 +137,22 @@ export class Subscriptions extends EventEmitter {
 
   async close(): Promise<void> {
     this.#closed = true
-    clearTimeout(this.#retryTimer)
-    this.opts.cluster?.removeListener('refresh', this.#schedule)
+    this.#runner.stop()
+    this.opts.cluster?.removeListener('refresh', this.#onRefresh)
     this.#setUp(false, false)
     await Promise.all([...this.#links.values()].map((link) => link.close()))
     this.#links.clear()
   }
 
-  #schedule = (): void => {
-    if (this.#scheduled || this.#closed) return
-    this.#scheduled = true
-    // Every acquire and release of this turn (or of the gap) joins the same pass.
-    const wait = this.#lastPass + PASS_GAP_MS - performance.now()
-    if (wait > 0) setTimeout(this.#run, wait)
-    else setImmediate(this.#run)
-  }
-
-  #run = async (): Promise<void> => {
-    this.#scheduled = false
-    if (this.#running) {
-      this.#again = true
-      return
-    }
-    this.#running = true
-    try {
-      do {
-        const wait = this.#lastPass + PASS_GAP_MS - performance.now()
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-        this.#again = false
-        this.#lastPass = performance.now()
-        await this.#pass()
-        this.#failures = 0
-      } while (this.#again && !this.#closed)
-    } catch (err) {
-      // A node that refused or timed out: try again shortly (its link may be
-      // reconnecting, or the slot map is being refreshed).
-      this.#failures++
-      this.opts.logs.write('warn', 'redis-subscribe', { err: { message: (err as Error).message } }, 'subscribing failed; retrying')
-      clearTimeout(this.#retryTimer)
-      this.#retryTimer = setTimeout(this.#schedule, Math.min(100 * this.#failures, 2000)).unref()
-    } finally {
-      this.#running = false
-    }
+  /**
+   * ioredis refreshes the slot map every few seconds and says so each time; a
+   * pass (which visits every user) is scheduled only when a slot's master changed.
+   */
+  #onRefresh = (): void => {
+    const key = slotMapKey((this.opts.cluster as Cluster).slots)
+    if (key === this.#slotMap) return
+    this.#slotMap = key
+    this.#schedule()
   }
 
   async #pass(): Promise<void> {
@@ -188,21 +169,16 @@ export class Subscriptions extends EventEmitter {
       }
     }
 
-    // Channels confirmed but no longer wanted: unsubscribed below, where their link stays.
-    const toUnsubscribe = new Map<string, string[]>()
-    for (const [channel, node] of this.#active) {
-      if (wanted.has(channel)) continue
-      this.#active.delete(channel)
-      push(toUnsubscribe, node, channel)
-    }
+    const plan = planPass(this.#active, wanted, classicNode)
+    this.#lose(plan.moved)
+    for (const channels of plan.unsubscribe.values()) for (const channel of channels) this.#active.delete(channel)
     // Links: one per node in use; the others are closed (with the server's
     // subscriptions on them, none of them wanted any more).
-    const nodes = new Set<string>([...wanted.values(), classicNode].filter((n): n is string => n !== undefined))
-    for (const node of nodes) if (!this.#links.has(node)) this.#open(node)
+    for (const node of plan.nodes) if (!this.#links.has(node)) this.#open(node)
     for (const [node, link] of this.#links) {
-      if (nodes.has(node)) continue
+      if (plan.nodes.has(node)) continue
       this.#links.delete(node)
-      toUnsubscribe.delete(node)
+      plan.unsubscribe.delete(node)
       void link.close()
     }
 
@@ -215,16 +191,10 @@ export class Subscriptions extends EventEmitter {
         }))
       }
     }
-    // Channels wanted but not confirmed where they now belong, per node (and slot).
-    const toSubscribe = new Map<string, string[]>()
-    for (const [channel, node] of wanted) {
-      if (node === undefined || this.#active.get(channel) === node) continue
-      // Confirmed on a node that no longer serves its slot: lost meanwhile.
-      if (this.#active.has(channel)) this.#lose([channel])
-      if (this.#links.get(node)?.ready) push(toSubscribe, node, channel)
-    }
-    for (const [node, channels] of toSubscribe) {
-      const link = this.#links.get(node) as SubscriberLink
+    for (const [node, channels] of plan.subscribe) {
+      const link = this.#links.get(node)
+      // Not connected yet: its 'ready' schedules the next pass.
+      if (!link?.ready) continue
       for (const group of this.#groups(channels)) {
         work.push(link.ssubscribe(group).then(() => {
           if (this.#links.get(node) !== link || !link.ready) return
@@ -232,7 +202,7 @@ export class Subscriptions extends EventEmitter {
         }))
       }
     }
-    for (const [node, channels] of toUnsubscribe) {
+    for (const [node, channels] of plan.unsubscribe) {
       const link = this.#links.get(node)
       if (!link?.ready) continue
       for (const group of this.#groups(channels)) work.push(link.sunsubscribe(group).catch(() => {}))
@@ -277,15 +247,8 @@ export class Subscriptions extends EventEmitter {
     return this.opts.cluster.slots[calculateSlot(channel)]?.[0]
   }
 
-  /** Channels one SSUBSCRIBE may carry: one slot's on a Cluster, chunks otherwise. */
-  *#groups(channels: string[]): Generator<string[]> {
-    if (this.opts.cluster === undefined) {
-      for (let i = 0; i < channels.length; i += CHUNK) yield channels.slice(i, i + CHUNK)
-      return
-    }
-    const bySlot = new Map<number, string[]>()
-    for (const channel of channels) push(bySlot, calculateSlot(channel), channel)
-    yield* bySlot.values()
+  #groups(channels: string[]): string[][] {
+    return commandGroups(channels, this.opts.cluster === undefined ? undefined : calculateSlot, CHUNK)
   }
 
   #open(node: string): void {
@@ -335,12 +298,6 @@ export class Subscriptions extends EventEmitter {
     this.#up = up
     if (emit) this.emit(up ? 'up' : 'down')
   }
-}
-
-function push<K>(map: Map<K, string[]>, key: K, value: string): void {
-  const list = map.get(key)
-  if (list === undefined) map.set(key, [value])
-  else list.push(value)
 }
 
 function hostPort(node: string): { host: string; port: number } {
