@@ -136,3 +136,29 @@ t.test('a stream that moves to the other instance with Last-Event-ID gets what i
   const onB = await openStream(t, `${b.base}/notify`, { ...auth(u), 'last-event-id': seen?.id as string })
   t.same(await untilEnd(b, onB, u, 0), [2, 3, 4], 'the three it missed, then live')
 })
+
+t.test('bad input on a Cluster: dropped and counted, on the classic channel and on a user channel', async (t) => {
+  const cluster = await startCluster(t)
+  const client = cluster.client()
+  const a = await instance(t, cluster, client)
+  const [user] = await usersOnEveryMaster(cluster)
+  const u = user as string
+  const stream = await openStream(t, `${a.base}/notify`, auth(u))
+  await a.publish('not json')
+  await a.publish({ recipient_id: u, type: 'bad type' })
+  // Garbage straight onto the user's own channel, as a broken publisher might send it.
+  await client.spublish(`notifications:{${u}}`, '\x1e1-1.deadbeef\nn\n"')
+  await client.spublish(`notifications:{${u}}`, '{"recipient_id":"someone-else"}')
+  const [good] = await a.store({ recipient_id: u, type: 'good' })
+  // The classic channel may be read on another connection than the user's:
+  // a plain event after the bad ones, on the classic channel, is in order with them.
+  await a.publish({ recipient_id: u, type: 'plain-after' })
+  const events = await stream.nextEvents(2)
+  t.same(events.map((e) => e.event).sort(), ['good', 'plain-after'], 'the valid events are delivered, nothing else')
+  t.equal(events.find((e) => e.event === 'good')?.id, good?.id)
+  const dropped = a.app.notifier.ingest.stats.dropped
+  t.equal(dropped.not_json, 1)
+  t.equal(dropped.bad_type, 1)
+  t.equal(dropped.bad_envelope, 1)
+  t.equal(stream.events.length, 2, "another user's event on this user's channel went to that user (who has no stream here), not to this one")
+})
