@@ -20,13 +20,13 @@ function errorOf(body: unknown, limits = LIMITS): EventError {
 t.test('a single event: one item, data as sent', async (t) => {
   const event = { recipient_id: '42', type: 'order.shipped', order: 'A-17' }
   const batch = prepareBatch(event, LIMITS)
-  t.same(batch.items, [{ recipient: '42', type: 'order.shipped', data: JSON.stringify(event) }])
+  t.same(batch.items, [{ event: 0, recipient: '42', type: 'order.shipped', data: JSON.stringify(event) }])
   t.same(batch.owners, [{ event: 0, recipient: '42' }])
 })
 
 t.test('a numeric recipient_id: the recipient is its string, data keeps the number', async (t) => {
   const batch = prepareBatch({ recipient_id: 42 }, LIMITS)
-  t.strictSame(batch.items, [{ recipient: '42', type: undefined, data: '{"recipient_id":42}' }])
+  t.strictSame(batch.items, [{ event: 0, recipient: '42', type: undefined, data: '{"recipient_id":42}' }])
 })
 
 t.test('an array of events: items in order, each owned by its index', async (t) => {
@@ -34,6 +34,7 @@ t.test('an array of events: items in order, each owned by its index', async (t) 
   const batch = prepareBatch(events, LIMITS)
   t.same(batch.items.map((i) => [i.recipient, i.type, JSON.parse(i.data).n]), [['1', undefined, 0], ['bob', 't', 1], ['1', undefined, 2]])
   t.same(batch.owners, [{ event: 0, recipient: '1' }, { event: 1, recipient: 'bob' }, { event: 2, recipient: '1' }])
+  t.same(batch.items.map((i) => i.event), [0, 1, 2], 'each item names its event (its idempotency marker does)')
   // An array of one is a batch of one, like a single event.
   t.same(prepareBatch([events[0]], LIMITS), prepareBatch(events[0], LIMITS))
 })

@@ -74,7 +74,9 @@ export class Subscriptions extends EventEmitter {
     super()
     this.#runner = new SerialRunner(() => this.#pass(), PASS_GAP_MS, (err) => {
       // A node that refused or timed out: the runner tries again shortly (its
-      // link may be reconnecting, or the slot map is being refreshed).
+      // link may be reconnecting, or the slot map is being refreshed). A pass
+      // cut short by close() is no news.
+      if (this.#closed) return
       opts.logs.write('warn', 'redis-subscribe', { err: { message: (err as Error).message } }, 'subscribing failed; retrying')
     })
     this.#schedule = this.#runner.request
