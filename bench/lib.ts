@@ -1,28 +1,88 @@
 // Shared pieces of the benchmarks: a real redis-server, a real auth upstream on
-// loopback, and the built service as a child process. Everything is stopped at exit.
-import { type ChildProcess, spawn } from 'node:child_process'
+// loopback, and the built service as a child process. Everything is stopped at
+// exit: normally, on an error, on Ctrl-C or SIGTERM, and by the kernel if this
+// process dies without running its handlers (setpriv --pdeathsig, where util-linux has it).
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from '../test/helpers/redis.js'
 
 const children: ChildProcess[] = []
-const cleanup = () => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+/** Processes started by others (the Cluster helper's redis-servers): SIGKILLed at exit too. */
+const extraPids = new Set<number>()
+/** Asynchronous clean-ups (a Cluster's teardown) run on a signal before exiting. */
+const cleanups = new Set<() => Promise<unknown>>()
+const killAll = () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+  for (const pid of extraPids) {
+    try {
+      process.kill(pid, 'SIGCONT')
+      process.kill(pid, 'SIGKILL')
+    } catch {
+      // already gone
+    }
+  }
 }
-process.on('exit', cleanup)
-process.on('SIGINT', () => process.exit(130))
+process.on('exit', killAll)
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+  process.on(signal, () => {
+    const done = () => process.exit(code)
+    setTimeout(done, 5000).unref()
+    Promise.allSettled([...cleanups].map((fn) => fn())).then(done, done)
+  })
+}
+
+/** Registers a clean-up to run on a signal; returns its unregistration. */
+export function atSignal(fn: () => Promise<unknown>): () => void {
+  cleanups.add(fn)
+  return () => cleanups.delete(fn)
+}
+
+/** Kills `pid` at exit (processes this module did not spawn). */
+export function killAtExit(pid: number): void {
+  extraPids.add(pid)
+}
+
+/** Stops the bench by itself: after `ms`, whatever it is doing (exit code 2, children killed). */
+export function deadline(ms: number, what: string): void {
+  setTimeout(() => {
+    console.error(`${what}: global time limit of ${Math.round(ms / 1000)} s reached`)
+    process.exit(2)
+  }, ms).unref()
+}
+
+let guardArgs: string[] | undefined
+/**
+ * `setpriv --pdeathsig KILL <cmd>`: the kernel kills the child when this process
+ * dies without its exit handlers (SIGKILL, a crash). setpriv execs, so the pid is
+ * the child's own (/proc figures stay right).
+ */
+function guarded(cmd: string, args: string[]): [string, string[]] {
+  guardArgs ??= spawnSync('setpriv', ['--pdeathsig', 'KILL', 'true']).status === 0 ? ['--pdeathsig', 'KILL'] : []
+  return guardArgs.length > 0 ? ['setpriv', [...guardArgs, cmd, ...args]] : [cmd, args]
+}
+
+/** This repository: its build (dist/) is the default service under test. */
+export const REPO = fileURLToPath(new URL('..', import.meta.url))
+
+/** The service entry of a build: `<dir>/dist/server.js` (a checkout of another commit, built). */
+export function serviceScript(dir = REPO): string {
+  return join(dir, 'dist', 'server.js')
+}
 
 export async function startRedis(extraArgs: string[] = []): Promise<{ url: string; port: number; pid: number }> {
   const port = await freePort()
-  const proc = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  )
+  const [cmd, args] = guarded('redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs,
+  ])
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] })
   children.push(proc)
   await waitForOutput(proc, /Ready to accept connections/)
+  // Keep draining its log: a full pipe would block Redis on its next line.
+  proc.stdout?.resume()
   return { url: `redis://127.0.0.1:${port}`, port, pid: proc.pid as number }
 }
 
@@ -52,11 +112,12 @@ export const CAPACITY = { CONNECT_RATE_PER_MIN: '0', MAX_CONNECTIONS: '1000000' 
 /** The built service (or another server script taking the same env, such as the baseline). */
 export async function startService(
   env: Record<string, string>,
-  script = fileURLToPath(new URL('../dist/server.js', import.meta.url)),
+  script = serviceScript(),
   nodeArgs: string[] = [],
 ): Promise<{ proc: ChildProcess; port: number }> {
   const port = await freePort()
-  const proc = spawn(process.execPath, [...nodeArgs, script], {
+  const [cmd, args] = guarded(process.execPath, [...nodeArgs, script])
+  const proc = spawn(cmd, args, {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...CAPACITY, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
@@ -64,6 +125,7 @@ export async function startService(
   const base = `http://127.0.0.1:${port}`
   // Ready = subscribed to Redis; poll the probe (a benchmark harness, not a test).
   for (let i = 0; i < 200; i++) {
+    if (proc.exitCode !== null) throw new Error(`service exited with code ${proc.exitCode} before it was ready`)
     const ok = await fetch(`${base}/readyz`).then((r) => r.ok, () => false)
     if (ok) return { proc, port }
     await new Promise((r) => setTimeout(r, 50))
@@ -90,10 +152,13 @@ export function rssOf(pid: number): number {
 function waitForOutput(proc: ChildProcess, pattern: RegExp): Promise<void> {
   return new Promise((resolve, reject) => {
     let out = ''
-    proc.stdout?.on('data', (d: Buffer) => {
+    const onData = (d: Buffer) => {
       out += d.toString()
-      if (pattern.test(out)) resolve()
-    })
+      if (!pattern.test(out)) return
+      proc.stdout?.off('data', onData)
+      resolve()
+    }
+    proc.stdout?.on('data', onData)
     proc.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)))
   })
 }

@@ -14,6 +14,13 @@
 //                  at once), to tell the kernel's accept queue from the service.
 //   --backlog=N    the service's LISTEN_BACKLOG (default: the service's, 4096);
 //                  above net.core.somaxconn the kernel caps it.
+//   --service=DIR  the build under test: DIR/dist/server.js, and DIR/dist/publisher.js
+//                  publishes (e.g. a worktree of an older commit; default this repository).
+//   --ssubscribe-log  a diagnostic run: Redis logs every command of the storm
+//                  (SLOWLOG with a 0 µs threshold), and the run reports how many
+//                  channels each SSUBSCRIBE carried. Costs Redis some CPU: not for timed runs.
+// Every run also reports the Redis commands of each phase (INFO commandstats:
+// SSUBSCRIBE, SUNSUBSCRIBE, XRANGE, XREVRANGE, EVALSHA ...).
 // Prints one JSON line per run, then one summary line (medians and ranges).
 // STORM_SERVICE_NODE_OPTIONS, when set, is passed to the service as NODE_OPTIONS
 // (e.g. "--require /path/to/profiler-preload.cjs"; --cpu-prof is not allowed there).
@@ -26,8 +33,10 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { loadavg } from 'node:os'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { cpuOf, memOf } from './load/proc.js'
+import type { BuildPublisher } from './load/publisher.js'
 import { type SseEvent, type SseHooks, SseReader } from './load/sse-reader.js'
 import { dist, median } from './load/stats.js'
 
@@ -405,11 +414,15 @@ interface Options {
   inFlight: number
   /** LISTEN_BACKLOG for the service; undefined = its default. */
   backlog: string | undefined
+  /** The build under test (DIR/dist/server.js, DIR/dist/publisher.js). */
+  service: string | undefined
+  /** Log every Redis command of the storm and report SSUBSCRIBE batch sizes. */
+  ssubscribeLog: boolean
 }
 
 function parseArgs(argv: string[]): Options {
   const positional = argv.filter((a) => !a.startsWith('--'))
-  const flag = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1]
+  const flag = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
   const o: Options = {
     streams: Number(positional[0] ?? 10_000),
     runs: Number(positional[1] ?? 3),
@@ -420,6 +433,8 @@ function parseArgs(argv: string[]): Options {
     authCache: argv.includes('--auth-cache'),
     inFlight: Number(flag('in-flight') ?? 0),
     backlog: flag('backlog'),
+    service: flag('service'),
+    ssubscribeLog: argv.includes('--ssubscribe-log'),
   }
   if (!(o.streams > 0 && o.runs > 0 && o.missed > 0 && o.workers > 0 && o.timeoutMs > 0)) throw new Error(`bad arguments: ${argv.join(' ')}`)
   // The soft limit is 20,000 open files per process and cannot be raised from node.
@@ -554,7 +569,7 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
   if (process.env.STORM_SERVICE_NODE_OPTIONS) env.NODE_OPTIONS = process.env.STORM_SERVICE_NODE_OPTIONS
   if (o.embedded) env.PUBLISH_TOKEN = PUBLISH_TOKEN
   else env.REDIS_URL = redisUrl
-  const { proc, port } = await deps.startService(env)
+  const { proc, port } = await deps.startService(env, deps.serviceScript)
   const pid = proc.pid as number
   // Drain the service's stdout (a full pipe would block its logger) and keep
   // evidence: its warnings (rate-limited by the service), and request errors by code.
@@ -596,12 +611,14 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
         return published.map((p) => p.id)
       }
     : async (events) => (await deps.publisher.publish(events)).map((p) => p.id as string)
+  const commands = o.embedded ? async () => new Map() as CommandStats : deps.redisCommands
 
   try {
     const fdIdle = fdsOf(pid)
     const rssIdle = memOf(pid).rss
 
     // 1. Open every stream (no Last-Event-ID), a bounded number at a time: not timed.
+    const commandsIdle = await commands()
     let t = process.hrtime.bigint()
     const opened = await Promise.all(
       workers.map((w, k) => ask<{ ok: number; failed: number; failures: string[] }>(w, { cmd: 'open', port, users: share(k), timeoutMs: 300_000 }, 'opened', 310_000)),
@@ -620,6 +637,7 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
     const primeBad = primed.reduce((a, r) => a + r.missing + r.mismatched, 0)
     if (primeBad > 0) throw new Error(`priming event not delivered as published: ${JSON.stringify(primed)}`)
     const rssWithStreams = memOf(pid).rss
+    const commandsOpen = await commands()
 
     // 3. Drop every stream at once; wait until the service has closed its side.
     t = process.hrtime.bigint()
@@ -635,6 +653,8 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
     const expected = (us: string[]) => us.map((u) => missedIds.get(u) as string[])
     await Promise.all(workers.map((w, k) => ask(w, { cmd: 'expect', ids: expected(share(k)) }, 'expected', 60_000)))
     const redisUsed = o.embedded ? undefined : Number(/used_memory:(\d+)/.exec(await deps.redisInfo())?.[1] ?? NaN)
+    const commandsBeforeStorm = await commands()
+    if (o.ssubscribeLog && !o.embedded) await deps.slowlog.start()
 
     // 5. The storm: every stream reconnects at once with its Last-Event-ID.
     const before = memOf(pid)
@@ -669,6 +689,9 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
     clearInterval(poller)
     benchLoop.disable()
     const tcpAfter = tcpCounters()
+    const commandsAfterStorm = await commands()
+    const ssubscribes = o.ssubscribeLog && !o.embedded ? await deps.slowlog.ssubscribes() : undefined
+    const stormCommands = commandsBetween(commandsBeforeStorm, commandsAfterStorm, WATCHED)
     const kernelTcp = Object.fromEntries(TCP_COUNTERS.map((k) => [k, (tcpAfter[k] as number) - (tcpBefore[k] as number)]))
     const alive = exited === undefined
     const after = alive ? memOf(pid) : { rss: NaN, hwm: NaN }
@@ -718,6 +741,18 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
         benchLoopDelayMaxMs: Math.round(benchLoop.max / 1e6),
       },
       loadAvg1m: +load.toFixed(2),
+      ...(!o.embedded && {
+        // What Redis ran in each phase: the first connects (and the priming
+        // publish), the drop and the missed events' publish, the storm.
+        redisCommands: {
+          open: commandsBetween(commandsIdle, commandsOpen, WATCHED),
+          dropAndPublish: commandsBetween(commandsOpen, commandsBeforeStorm, WATCHED),
+          storm: stormCommands,
+        },
+        ssubscribePerReconnect: +((stormCommands.ssubscribe?.calls ?? 0) / o.streams).toFixed(4),
+        channelsPerSsubscribe: stormCommands.ssubscribe ? +(o.streams / stormCommands.ssubscribe.calls).toFixed(1) : null,
+        ...(ssubscribes !== undefined && { ssubscribeBatches: ssubscribes }),
+      }),
       ...(redisUsed !== undefined && { redisUsedMiB: MiB(redisUsed) }),
       ...(env.NODE_OPTIONS !== undefined && { stormT0Us: Number(t0 / 1000n) }),
       serviceAlive: alive,
@@ -761,17 +796,45 @@ interface Deps {
   workers: Worker[]
   upstream: string
   redisUrl: string
-  publisher: import('../src/publish/publisher.js').Publisher
+  publisher: BuildPublisher['publisher']
   redisInfo: () => Promise<string>
+  redisCommands: () => Promise<CommandStats>
+  slowlog: { start(): Promise<void>; ssubscribes(): Promise<Record<string, unknown>> }
   startService: typeof import('./lib.js').startService
+  serviceScript: string
+}
+
+type CommandStats = import('./redis-topology.js').CommandStats
+// From ./redis-topology.js, imported in main() (the workers never load it).
+let commandsBetween: typeof import('./redis-topology.js').commandsBetween
+let WATCHED: string[] = []
+
+/**
+ * SSUBSCRIBE commands in SLOWLOG entries: how many channels each carried.
+ * Redis keeps at most 32 arguments of an entry, the last one then saying
+ * "... (N more arguments)".
+ */
+function ssubscribeSizes(entries: unknown[]): number[] {
+  const sizes: number[] = []
+  for (const e of entries as [number, number, number, string[]][]) {
+    const args = e[3]
+    if (String(args[0]).toLowerCase() !== 'ssubscribe') continue
+    const more = /^\.\.\. \((\d+) more arguments\)$/.exec(String(args.at(-1)))
+    sizes.push(more ? args.length - 2 + Number(more[1]) : args.length - 1)
+  }
+  return sizes
 }
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2))
-  if (!existsSync(fileURLToPath(new URL('../dist/server.js', import.meta.url)))) throw new Error('dist/server.js missing: npm run build')
-  const { startRedis, startService, startUpstream } = await import('./lib.js')
+  const { startRedis, startService, startUpstream, serviceScript, REPO } = await import('./lib.js')
   const { Redis } = await import('ioredis')
-  const { createPublisher } = await import('../src/publisher.js')
+  const { buildPublisher } = await import('./load/publisher.js')
+  const topology = await import('./redis-topology.js')
+  commandsBetween = topology.commandsBetween
+  WATCHED = topology.WATCHED
+  const serviceDir = resolve(o.service ?? REPO)
+  if (!existsSync(serviceScript(serviceDir))) throw new Error(`${serviceScript(serviceDir)} missing: build it (npm run build)`)
 
   const workerProcs: ChildProcess[] = []
   process.on('exit', () => {
@@ -786,14 +849,47 @@ async function main(): Promise<void> {
   const redis = await startRedis()
   const upstream = await startUpstream()
   const client = new Redis(redis.url)
-  const publisher = createPublisher({ redis: client, historySize: HISTORY_SIZE })
+  // The build's own publisher (redis/publish.lua of that build: since per-user
+  // routing it publishes on the user's own channel, before on the classic one).
+  const built = await buildPublisher(serviceDir, { url: redis.url }, { channel: 'notifications', historySize: HISTORY_SIZE })
+  const publisher = built.publisher
+  const slowlog = {
+    start: async () => {
+      await client.config('SET', 'slowlog-max-len', '200000')
+      await client.config('SET', 'slowlog-log-slower-than', '0')
+      await client.call('SLOWLOG', 'RESET')
+    },
+    ssubscribes: async () => {
+      await client.config('SET', 'slowlog-log-slower-than', '-1')
+      const sizes = ssubscribeSizes((await client.call('SLOWLOG', 'GET', '200000')) as unknown[]).sort((a, b) => a - b)
+      await client.call('SLOWLOG', 'RESET')
+      await client.config('SET', 'slowlog-log-slower-than', '10000')
+      const count = (lo: number, hi: number) => sizes.filter((n) => n >= lo && n <= hi).length
+      return {
+        commands: sizes.length,
+        channels: sizes.reduce((a, b) => a + b, 0),
+        channelsPerCommand: { min: sizes[0] ?? null, p50: sizes.length ? median(sizes) : null, max: sizes.at(-1) ?? null },
+        commandsBySize: { '1': count(1, 1), '2-9': count(2, 9), '10-99': count(10, 99), '100-999': count(100, 999), '1000': count(1000, Infinity) },
+      }
+    },
+  }
   const workers = await Promise.all(Array.from({ length: o.workers }, startWorker))
   workerProcs.push(...workers.map((w) => w.proc))
 
   const results: Record<string, unknown>[] = []
   for (let run = 1; run <= o.runs; run++) {
     await client.flushall()
-    const r = await runOnce(o, run, { workers, upstream, redisUrl: redis.url, publisher, redisInfo: () => client.info('memory'), startService })
+    const r = await runOnce(o, run, {
+      workers,
+      upstream,
+      redisUrl: redis.url,
+      publisher,
+      redisInfo: () => client.info('memory'),
+      redisCommands: async () => topology.parseCommandStats(await client.info('commandstats')),
+      slowlog,
+      startService,
+      serviceScript: serviceScript(serviceDir),
+    })
     console.log(JSON.stringify(r))
     results.push(r)
   }
@@ -805,6 +901,8 @@ async function main(): Promise<void> {
     missedPerStream: o.missed,
     runs: o.runs,
     node: process.version,
+    service: serviceDir,
+    publishRouting: built.routing,
   }
   for (const k of ['allCaughtUpMs', 'allHeadersMs', 'connectMs', 'publishMs', 'rssIdleMiB', 'rssWithStreamsMiB', 'rssBeforeStormMiB', 'peakRssMiB', 'stormCpuS', 'serviceFdsPeak']) {
     // A run in which some stream never caught up counts as "not reached" (Infinity, printed null).
@@ -817,8 +915,11 @@ async function main(): Promise<void> {
   for (const k of ['p50', 'p99'] as const) {
     summary[`caughtUp_${k}_Ms`] = median(results.map((r) => (r.caughtUpMs as Record<string, number>)[k] as number).sort((x, y) => x - y))
   }
+  summary.ssubscribePerReconnect = results.map((r) => r.ssubscribePerReconnect)
+  summary.channelsPerSsubscribe = results.map((r) => r.channelsPerSsubscribe)
   summary.cleanRuns = results.filter((r) => r.clean).length
   console.log(JSON.stringify(summary))
+  built.close()
   await client.quit()
   process.exit(summary.cleanRuns === o.runs ? 0 : 1)
 }

@@ -43,7 +43,7 @@ export class Fleet {
   }
 
   /** Opens one stream per user, spread evenly; resolves when every worker is done. */
-  async open(port: number, users: string[], timeoutMs: number): Promise<{ ok: number; failed: number; failures: string[] }> {
+  async open(port: number, users: string[], timeoutMs: number): Promise<{ ok: number; failed: number; failures: string[]; connectTimesMs: number[] }> {
     const n = this.#workers.length
     const share = Math.ceil(users.length / n)
     const answers = await Promise.all(
@@ -62,6 +62,7 @@ export class Fleet {
       ok: answers.reduce((a, r) => a + r.ok, 0),
       failed: answers.reduce((a, r) => a + r.failed, 0),
       failures: answers.flatMap((r) => r.failures).slice(0, 5),
+      connectTimesMs: answers.flatMap((r) => r.connectTimesMs),
     }
   }
 

@@ -14,3 +14,37 @@ export function cpuOf(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return (Number(fields[11]) + Number(fields[12])) / 100
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Waits until a process has used under 5 % of a core for a whole second (the connect burst is over). */
+export async function quiet(pid: number, timeoutMs = 60_000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  let last = cpuOf(pid)
+  while (Date.now() < until) {
+    await sleep(1000)
+    const now = cpuOf(pid)
+    if (now - last < 0.05) return
+    last = now
+  }
+}
+
+/**
+ * A process's RSS once V8 has handed back what it will (its memory reducer
+ * runs some seconds after allocation calms down): sampled every second until
+ * it has not shrunk for `stableS` seconds, or `maxS` have passed.
+ */
+export async function restingRss(pid: number, stableS = 15, maxS = 90): Promise<number> {
+  let low = memOf(pid).rss
+  let since = Date.now()
+  const until = Date.now() + maxS * 1000
+  while (Date.now() < until && Date.now() - since < stableS * 1000) {
+    await sleep(1000)
+    const rss = memOf(pid).rss
+    if (rss < low - 256 * 1024) {
+      low = rss
+      since = Date.now()
+    }
+  }
+  return Math.min(low, memOf(pid).rss)
+}

@@ -19,6 +19,8 @@ export interface Opened {
   failed: number
   /** A few failures, to say why. */
   failures: string[]
+  /** Per stream that connected: ms from dialling to its `: connected` comment. */
+  connectTimesMs: number[]
 }
 
 export interface Report {
@@ -44,6 +46,9 @@ class Stream extends SseReader<Stream> {
   ended = false
   error: string | undefined
   lastSeq = -1
+  /** When it was dialled, and ms from then to `: connected`. */
+  dialledAt = 0n
+  connectMs = NaN
   wake: (() => void) | undefined
 
   constructor(
@@ -86,6 +91,7 @@ export function runWorker(): void {
     comment: (s, text) => {
       if (text !== 'connected') return
       s.connected = true
+      s.connectMs = Number(process.hrtime.bigint() - s.dialledAt) / 1e6
       s.wake?.()
     },
     event: (s, e) => {
@@ -111,6 +117,7 @@ export function runWorker(): void {
   }
 
   const dial = (port: number, s: Stream, localAddress: string | undefined): void => {
+    s.dialledAt = process.hrtime.bigint()
     const socket = connect({ port, host: '127.0.0.1', ...(localAddress !== undefined && { localAddress }) })
     s.socket = socket
     socket.setEncoding('latin1')
@@ -149,7 +156,8 @@ export function runWorker(): void {
       }
     }
     await Promise.all(Array.from({ length: m.inFlight }, lane))
-    send({ type: 'opened', ok: streams.length - failures.length, failed: failures.length, failures: failures.slice(0, 3) })
+    const connectTimesMs = streams.filter((s) => s.connected).map((s) => s.connectMs)
+    send({ type: 'opened', ok: streams.length - failures.length, failed: failures.length, failures: failures.slice(0, 3), connectTimesMs })
   }
 
   process.on('disconnect', () => process.exit(0))

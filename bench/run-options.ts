@@ -1,0 +1,118 @@
+// The command line of bench/run.ts: scenarios, their defaults, options.
+import { resolve } from 'node:path'
+import type { PublishMode } from './load/publisher.js'
+import { REPO } from './lib.js'
+import type { RedisKind } from './redis-topology.js'
+
+export type Scenario = 'targeted' | 'capacity' | 'broadcast' | 'idle' | 'connect' | 'routing'
+export type Target = 'ours' | 'baseline'
+
+export interface Options {
+  scenario: Scenario
+  targets: Target[]
+  runs: number
+  streams: number
+  rate: number
+  seconds: number
+  workers: number
+  /** Streams each worker opens at a time. */
+  inFlight: number
+  bind: boolean
+  /** --publish=plain|script: PUBLISH on the classic channel, or the build's createPublisher (redis/publish.lua). */
+  publish: PublishMode
+  /** --redis=single|cluster: one redis-server, or a local 3+3 Redis Cluster started by the bench. */
+  redis: RedisKind
+  /** --service=DIR: the build under test (DIR/dist/server.js, DIR/dist/publisher.js). Default: this repository. */
+  service: string
+  /** routing: seconds B's (and A's) CPU is sampled at rest, before the window. */
+  idleSeconds: number
+  /** --env.KEY=VALUE: extra service environment (experiments: HEARTBEAT_INTERVAL_MS...). */
+  env: Record<string, string>
+  /** --node-args="...": extra node flags for the service (--cpu-prof --cpu-prof-dir=...). */
+  nodeArgs: string[]
+}
+
+interface Defaults {
+  streams: number
+  rate: number
+  seconds: number
+  workers?: number
+  inFlight?: number
+  publish?: PublishMode
+}
+
+export const DEFAULTS: Record<Scenario, Defaults> = {
+  targeted: { streams: 15_000, rate: 2000, seconds: 20 },
+  capacity: { streams: 19_000, rate: 500, seconds: 10 },
+  broadcast: { streams: 10_000, rate: 1, seconds: 5 },
+  idle: { streams: 15_000, rate: 0, seconds: 35 },
+  // One stream at a time, each a new user: what one connect costs when nothing batches it.
+  connect: { streams: 1000, rate: 0, seconds: 0, workers: 1, inFlight: 1 },
+  // Two instances on one Redis, every stream on A, events to A's users by the publish script.
+  routing: { streams: 15_000, rate: 2000, seconds: 20, publish: 'script' },
+}
+
+export class UsageError extends Error {}
+
+const USAGE = `usage: npm run bench -- <${[...Object.keys(DEFAULTS), 'storm'].join('|')}> [--runs=N] [--target=ours|baseline|both]
+  [--streams=N] [--rate=N] [--seconds=N] [--workers=N] [--in-flight=N] [--no-bind]
+  [--publish=plain|script] [--redis=single|cluster] [--service=DIR] [--idle-seconds=N]
+  [--env.KEY=VALUE] [--node-args="--cpu-prof --cpu-prof-dir=DIR"]`
+
+export function parseArgs(argv: string[]): Options | 'storm' {
+  const scenario = argv.find((a) => !a.startsWith('--'))
+  if (scenario === 'storm') return 'storm'
+  if (scenario === undefined || !(scenario in DEFAULTS)) throw new UsageError(USAGE)
+  const known = ['target', 'runs', 'streams', 'rate', 'seconds', 'workers', 'in-flight', 'publish', 'redis', 'service', 'idle-seconds', 'node-args']
+  for (const a of argv) {
+    if (!a.startsWith('--') || a === '--no-bind' || a.startsWith('--env.')) continue
+    if (!known.includes(a.slice(2).split('=')[0] as string)) throw new UsageError(`unknown option ${a}\n${USAGE}`)
+  }
+  const flag = (name: string): string | undefined => {
+    const a = argv.find((x) => x.startsWith(`--${name}=`))
+    return a?.slice(name.length + 3)
+  }
+  const num = (name: string, fallback: number) => {
+    const v = Number(flag(name) ?? fallback)
+    if (!Number.isFinite(v) || v < 0) throw new UsageError(`--${name} must be a number >= 0`)
+    return v
+  }
+  const oneOf = <T extends string>(name: string, values: readonly T[], fallback: T): T => {
+    const v = flag(name) ?? fallback
+    if (!values.includes(v as T)) throw new UsageError(`--${name} must be ${values.join(', ')} (got ${v})`)
+    return v as T
+  }
+  const d = DEFAULTS[scenario as Scenario]
+  const target = oneOf('target', ['ours', 'baseline', 'both'], 'ours')
+  const o: Options = {
+    scenario: scenario as Scenario,
+    targets: target === 'both' ? ['ours', 'baseline'] : [target],
+    runs: num('runs', 1),
+    streams: num('streams', d.streams),
+    rate: num('rate', d.rate),
+    seconds: num('seconds', d.seconds),
+    workers: Math.max(1, num('workers', d.workers ?? 4)),
+    inFlight: Math.max(1, num('in-flight', d.inFlight ?? 100)),
+    bind: !argv.includes('--no-bind'),
+    publish: oneOf('publish', ['plain', 'script'], d.publish ?? 'plain'),
+    redis: oneOf('redis', ['single', 'cluster'], 'single'),
+    service: resolve(flag('service') ?? REPO),
+    idleSeconds: num('idle-seconds', 10),
+    env: Object.fromEntries(
+      argv.filter((a) => a.startsWith('--env.')).map((a) => {
+        const [k, ...v] = a.slice('--env.'.length).split('=')
+        return [k as string, v.join('=')]
+      }),
+    ),
+    nodeArgs: (flag('node-args') ?? '').split(' ').filter(Boolean),
+  }
+  if (o.targets.includes('baseline') && (o.redis !== 'single' || o.publish !== 'plain' || o.scenario === 'routing')) {
+    throw new UsageError('the baseline takes plain PUBLISH on one redis-server only')
+  }
+  if (o.scenario === 'broadcast' && o.publish === 'script') {
+    throw new UsageError('broadcast publishes one event naming every user with PUBLISH (the script takes one recipient per call)')
+  }
+  // No process may hold more than 20,000 open files: each worker holds streams / workers sockets.
+  if (o.streams / o.workers > 18_000) throw new UsageError(`${o.streams} streams over ${o.workers} workers: more than 18,000 sockets in one worker; raise --workers`)
+  return o
+}
