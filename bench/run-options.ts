@@ -26,6 +26,8 @@ export interface Options {
   service: string
   /** routing: seconds B's (and A's) CPU is sampled at rest, before the window. */
   idleSeconds: number
+  /** connect: streams of other users held open (by four other workers) while the measured ones connect. */
+  hold: number
   /** --env.KEY=VALUE: extra service environment (experiments: HEARTBEAT_INTERVAL_MS...). */
   env: Record<string, string>
   /** --node-args="...": extra node flags for the service (--cpu-prof --cpu-prof-dir=...). */
@@ -56,14 +58,14 @@ export class UsageError extends Error {}
 
 const USAGE = `usage: npm run bench -- <${[...Object.keys(DEFAULTS), 'storm'].join('|')}> [--runs=N] [--target=ours|baseline|both]
   [--streams=N] [--rate=N] [--seconds=N] [--workers=N] [--in-flight=N] [--no-bind]
-  [--publish=plain|script] [--redis=single|cluster] [--service=DIR] [--idle-seconds=N]
+  [--publish=plain|script] [--redis=single|cluster] [--service=DIR] [--idle-seconds=N] [--hold=N]
   [--env.KEY=VALUE] [--node-args="--cpu-prof --cpu-prof-dir=DIR"]`
 
 export function parseArgs(argv: string[]): Options | 'storm' {
   const scenario = argv.find((a) => !a.startsWith('--'))
   if (scenario === 'storm') return 'storm'
   if (scenario === undefined || !(scenario in DEFAULTS)) throw new UsageError(USAGE)
-  const known = ['target', 'runs', 'streams', 'rate', 'seconds', 'workers', 'in-flight', 'publish', 'redis', 'service', 'idle-seconds', 'node-args']
+  const known = ['target', 'runs', 'streams', 'rate', 'seconds', 'workers', 'in-flight', 'publish', 'redis', 'service', 'idle-seconds', 'hold', 'node-args']
   for (const a of argv) {
     if (!a.startsWith('--') || a === '--no-bind' || a.startsWith('--env.')) continue
     if (!known.includes(a.slice(2).split('=')[0] as string)) throw new UsageError(`unknown option ${a}\n${USAGE}`)
@@ -98,6 +100,7 @@ export function parseArgs(argv: string[]): Options | 'storm' {
     redis: oneOf('redis', ['single', 'cluster'], 'single'),
     service: resolve(flag('service') ?? REPO),
     idleSeconds: num('idle-seconds', 10),
+    hold: num('hold', 0),
     env: Object.fromEntries(
       argv.filter((a) => a.startsWith('--env.')).map((a) => {
         const [k, ...v] = a.slice('--env.'.length).split('=')
@@ -109,6 +112,8 @@ export function parseArgs(argv: string[]): Options | 'storm' {
   if (o.targets.includes('baseline') && (o.redis !== 'single' || o.publish !== 'plain' || o.scenario === 'routing')) {
     throw new UsageError('the baseline takes plain PUBLISH on one redis-server only')
   }
+  if (o.hold > 0 && o.scenario !== 'connect') throw new UsageError('--hold is for the connect scenario')
+  if (o.hold / 4 > 18_000) throw new UsageError('--hold: at most 72,000 (four workers)')
   if (o.scenario === 'broadcast' && o.publish === 'script') {
     throw new UsageError('broadcast publishes one event naming every user with PUBLISH (the script takes one recipient per call)')
   }

@@ -5,7 +5,8 @@
 //   broadcast  10,000 streams; one event naming all of them in recipient_ids, 5 times, 1 s apart
 //   idle       15,000 streams, heartbeats only, 35 s: memory per stream and CPU at rest
 //   connect    1,000 streams opened one at a time (one worker, one in flight), each
-//              a new user: the time one connect takes when nothing batches it
+//              a new user: the time one connect takes when nothing batches it;
+//              --hold=N first opens N streams of other users (four more workers)
 //   routing    two instances (A, B) on one Redis, 15,000 streams all on A,
 //              2,000 events/s to A's users by the publish script for 20 s: what
 //              each instance pays (bench/routing.ts)
@@ -49,6 +50,7 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
   const topo = await startTopology(o.redis, target === 'baseline' ? ['--maxclients', '100000'] : [])
   let service: { proc: ChildProcess; port: number } | undefined
   let fleet: Fleet | undefined
+  let holders: Fleet | undefined
   let pub: Awaited<ReturnType<typeof makeSender>> | undefined
   try {
     const upstream = await startUpstream()
@@ -62,12 +64,23 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
     // At rest, an idle service also gives back its start-up garbage (25 MiB
     // here): `idle` measures from the resting RSS, the other scenarios (which
     // measure no memory at rest) from the RSS once the CPU is quiet.
-    const rssBefore = o.scenario === 'idle' ? await restingRss(pid) : memOf(pid).rss
+    let rssBefore = o.scenario === 'idle' ? await restingRss(pid) : memOf(pid).rss
+    let held: { ok: number; failed: number } | undefined
+    if (o.hold > 0) {
+      // Streams of other users, open before (and during) the measured connects.
+      holders = await Fleet.start(fileURLToPath(import.meta.url), { workers: 4, bind: o.bind, inFlight: 100 })
+      const r = await holders.open(service.port, Array.from({ length: o.hold }, (_, i) => `h${i}`), 30_000)
+      held = { ok: r.ok, failed: r.failed }
+      await quiet(pid)
+      rssBefore = memOf(pid).rss
+    }
     const users = Array.from({ length: o.streams }, (_, i) => `u${i}`)
     const commands0 = await topo.commandStats()
+    const cpuConnect0 = cpuOf(pid)
     const t0 = performance.now()
     const opened = await fleet.open(service.port, users, 30_000)
     const connectMs = Math.round(performance.now() - t0)
+    const connectCpuMs = (cpuOf(pid) - cpuConnect0) * 1000
     await quiet(pid)
     const commandsAtConnect = commandsBetween(commands0, await topo.commandStats(), WATCHED)
     const rss = memOf(pid).rss
@@ -83,8 +96,11 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
       connected: opened.ok,
       failed: opened.failed,
       ...(opened.failed > 0 && { failures: opened.failures }),
+      ...(held !== undefined && { held }),
       connectMs,
       connectTimeMs: dist(opened.connectTimesMs, 2),
+      /** Service CPU from the first connect to the last `: connected`, per stream (10 ms resolution in all). */
+      serviceCpuPerConnectMs: opened.ok > 0 ? +(connectCpuMs / opened.ok).toFixed(3) : null,
       rssBeforeMiB: MiB(rssBefore),
       rssMiB: MiB(rss),
       rssPerStreamKiB: opened.ok > 0 ? KiB((rss - rssBefore) / opened.ok) : null,
@@ -164,6 +180,7 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
     // run's connects (bind looks for a free port among them): 7 s -> 18-25 s.
     if (service !== undefined) await stopProcess(service.proc)
     await fleet?.stop()
+    await holders?.stop()
     await topo.stop()
   }
 }
@@ -207,6 +224,7 @@ function summarize(o: Options, target: Target, results: Record<string, unknown>[
     failed: pick((r) => r.failed),
     connectMs: pick((r) => r.connectMs),
     connectTimeMs: { p50: pick(conn('p50')), p90: pick(conn('p90')), p99: pick(conn('p99')), max: pick(conn('max')) },
+    serviceCpuPerConnectMs: pick((r) => r.serviceCpuPerConnectMs),
     rssPerStreamKiB: pick((r) => r.rssPerStreamKiB),
     ...(o.scenario !== 'connect' && {
       lost: pick((r) => r.lost),
