@@ -17,7 +17,7 @@ import { deadline } from './deadline.js'
 import { historyKey } from './keys.js'
 import { groupByNode } from './node-groups.js'
 import { runPublishScript, type ScriptOptions } from './publish-script.js'
-import { type CommandClient, createCommandClient } from './redis-clients.js'
+import { type CommandClient, createCommandClient, restartWhenEnded } from './redis-clients.js'
 import { Subscriptions } from './subscriptions.js'
 
 export interface RedisBrokerOptions {
@@ -44,6 +44,7 @@ export class RedisBroker extends EventEmitter implements Broker {
   readonly #script: ScriptOptions
   readonly #timeoutMs: number
   #up = false
+  #closed = false
 
   constructor(private readonly opts: RedisBrokerOptions) {
     super()
@@ -58,6 +59,7 @@ export class RedisBroker extends EventEmitter implements Broker {
       client.on('ready', this.#update)
       client.on('close', this.#update)
       client.on('end', this.#update)
+      restartWhenEnded(client, () => this.#closed)
     }
     this.subscriptions = new Subscriptions({
       config,
@@ -93,6 +95,7 @@ export class RedisBroker extends EventEmitter implements Broker {
   }
 
   async close(): Promise<void> {
+    this.#closed = true
     this.subscriptions.removeListener('down', this.#update)
     for (const client of new Set([this.#commands, this.#publishing])) client.removeListener('close', this.#update)
     this.#up = false
@@ -102,8 +105,12 @@ export class RedisBroker extends EventEmitter implements Broker {
         try {
           await client.quit()
         } catch {
-          client.disconnect()
+          // Closed below either way.
         }
+        // ioredis 6 (redis/ioredis#1362): quit() leaves a Sentinel client's
+        // failover-detector connections open (they keep the process alive and
+        // reconnect every minute); disconnect() closes them.
+        client.disconnect()
       }),
     )
   }

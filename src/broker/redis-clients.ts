@@ -117,6 +117,23 @@ export function subscriberOptions(config: RedisConfig, node?: HostPort): RedisOp
   return { ...base, url: topology.url }
 }
 
+/**
+ * ioredis 6 ends a Sentinel client for good (status 'end', no more retries)
+ * when its failover detector fires while a reconnect is still asking a
+ * sentinel for the master: the detector's disconnect makes that attempt fail
+ * with "Connection is closed.". After a failover that would leave the instance
+ * down until restarted, so a client that ends without its owner closing it is
+ * started again.
+ */
+export function restartWhenEnded(client: CommandClient, closed: () => boolean): void {
+  client.on('end', () => {
+    if (closed()) return
+    setTimeout(() => {
+      if (!closed() && client.status === 'end') client.connect().catch(() => {})
+    }, 100).unref()
+  })
+}
+
 /** Opens a subscriber connection made from subscriberOptions. */
 export function createSubscriber(options: RedisOptions & { url?: string }): Redis {
   const { url, ...rest } = options

@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events'
 import type { Redis, RedisOptions } from 'ioredis'
 import type { LogLimiter } from '../log-limiter.js'
-import { createSubscriber } from './redis-clients.js'
+import { createSubscriber, restartWhenEnded } from './redis-clients.js'
 
 /**
  * Emits 'ready' (connected; no subscription yet), 'lost' (the connection and
@@ -31,6 +31,7 @@ export class SubscriberLink extends EventEmitter {
     this.#redis.on('ready', this.#onReady)
     this.#redis.on('close', this.#onClose)
     this.#redis.on('error', this.#onError)
+    restartWhenEnded(this.#redis, () => this.#closed)
     // ioredis 6: a MOVED answer to SSUBSCRIBE, or an unasked-for sunsubscribe
     // (the slot left this node: a migration or a failover).
     this.#redis.on('moved', () => this.emit('moved'))
@@ -71,8 +72,10 @@ export class SubscriberLink extends EventEmitter {
     try {
       await this.#redis.quit()
     } catch {
-      this.#redis.disconnect()
+      // Closed below either way.
     }
+    // Also the failover detector's sentinel connections, which quit() leaves open (redis-broker.ts).
+    this.#redis.disconnect()
   }
 
   #onReady = (): void => {
