@@ -90,28 +90,30 @@ async function runGroup(
   let replicas = Infinity
   for (let attempt = 0; todo.length > 0; attempt++) {
     const pipeline = redis.pipeline()
-    // A Redis restart (or SCRIPT FLUSH) empties the script cache: load it in
-    // the same pipeline, on the same node, and rerun only what did not run.
-    // Calls that ran are never rerun: no duplicates.
-    if (attempt > 0) pipeline.script('LOAD', PUBLISH_SCRIPT)
+    // A node without the script (restarted, SCRIPT FLUSH, a master just added)
+    // answers NOSCRIPT: rerun only what did not run, as EVAL, which also caches
+    // it there. Calls that ran are never rerun: no duplicates. EVAL rather than
+    // SCRIPT LOAD + EVALSHA: on a Cluster, ioredis follows an ASK (a slot
+    // half-moved, the script wanted on the destination) only for a pipeline
+    // in which no write succeeded, and a SCRIPT LOAD answered by the source is one.
     for (const i of todo) {
       const { keys, args } = scriptArgs(items[i] as PublishItem, opts, publish)
-      pipeline.evalsha(PUBLISH_SCRIPT_SHA, keys.length, ...keys, ...args)
+      if (attempt === 0) pipeline.evalsha(PUBLISH_SCRIPT_SHA, keys.length, ...keys, ...args)
+      else pipeline.eval(PUBLISH_SCRIPT, keys.length, ...keys, ...args)
     }
     // WAIT covers every write this connection made before it: the whole pipeline.
     if (wait > 0) pipeline.wait(wait, opts.waitTimeoutMs ?? 1000)
     const results = (await pipeline.exec()) ?? []
-    const offset = attempt > 0 ? 1 : 0
     const again: number[] = []
     todo.forEach((itemIndex, k) => {
-      const [err, id] = results[k + offset] ?? [new Error('no reply')]
+      const [err, id] = results[k] ?? [new Error('no reply')]
       if (err && attempt === 0 && err.message.startsWith('NOSCRIPT')) again.push(itemIndex)
       else if (err?.message.startsWith('NOTIFY_IDEMPOTENCY_CONFLICT')) throw new IdempotencyConflict(err.message)
       else if (err) throw err
       else ids[itemIndex] = (id as string | null) ?? null
     })
     if (wait > 0) {
-      const [err, n] = results[todo.length + offset] ?? [new Error('no reply to WAIT')]
+      const [err, n] = results[todo.length] ?? [new Error('no reply to WAIT')]
       if (err) throw err
       replicas = Math.min(replicas, Number(n))
     }
