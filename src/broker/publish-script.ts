@@ -5,7 +5,7 @@
 // broker and by the publisher exported for Node services.
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { fingerprint, IdempotencyConflict, NotReplicated, type PublishItem, type PublishOptions } from './broker.js'
+import { fingerprint, IdempotencyConflict, NotReplicated, OutcomeUnknown, type PublishItem, type PublishOptions } from './broker.js'
 import { historyKey, idempotencyKey } from './keys.js'
 import { groupByNode } from './node-groups.js'
 import type { CommandClient } from './redis-clients.js'
@@ -43,7 +43,17 @@ export async function runPublishScript(
   const keys = items.map((item) => historyKey(opts.channel, item.recipient))
   const groups = groupByNode(redis, keys)
   if (publish.idempotencyKey !== undefined) await refuseConflicts(redis, items, groups, opts.channel, publish.idempotencyKey)
-  const acked = await Promise.all(groups.map((group) => runGroup(redis, items, group, opts, publish, ids)))
+  const settled = await Promise.allSettled(groups.map((group) => runGroup(redis, items, group, opts, publish, ids)))
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+  if (failed !== undefined) {
+    // One node's part failed while another's was published: whatever the
+    // error says about its own part, the batch as a whole is half done.
+    if (settled.some((r) => r.status === 'fulfilled')) {
+      throw new OutcomeUnknown(`part of the batch was published: ${(failed.reason as Error).message}`)
+    }
+    throw failed.reason
+  }
+  const acked = settled.map((r) => (r as PromiseFulfilledResult<number>).value)
   const wanted = opts.waitReplicas ?? 0
   const least = Math.min(...acked)
   if (wanted > 0 && least < wanted) throw new NotReplicated(wanted, least)

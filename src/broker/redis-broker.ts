@@ -205,13 +205,18 @@ export class RedisBroker extends EventEmitter implements Broker {
 
 /**
  * What a failed publish means for a retry. ioredis refuses to send while
- * disconnected (the offline queue is off): nothing ran. Any other failure
- * (a timeout, a connection lost mid-call) may come after the script ran.
+ * disconnected (the offline queue is off), and a Cluster node refuses what it
+ * cannot run (CLUSTERDOWN, TRYAGAIN, a redirection): nothing ran. Any other
+ * failure (a timeout, a connection lost mid-call) may come after the script
+ * ran. (A batch that failed on one node and ran on another is already an
+ * OutcomeUnknown: publish-script.ts.)
  */
 function classify(err: unknown): unknown {
-  if (err instanceof IdempotencyConflict || err instanceof NotReplicated) return err
+  if (err instanceof IdempotencyConflict || err instanceof NotReplicated || err instanceof OutcomeUnknown) return err
   const message = (err as Error).message ?? String(err)
   if (/enableOfflineQueue options is false/.test(message)) return new BrokerUnavailable(message)
+  // A Cluster refused to run it: down, resharding, or redirecting past ioredis's limit.
+  if (/^(CLUSTERDOWN|TRYAGAIN|MOVED|ASK) |^Too many Cluster redirections/.test(message)) return new BrokerUnavailable(message)
   return new OutcomeUnknown(message)
 }
 

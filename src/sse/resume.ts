@@ -39,6 +39,10 @@ export interface ResumeOptions {
 }
 
 const LIVE: Outcome = { resync: false, position: START, replay: [] }
+/** A failed catch-up read is tried again after this long... */
+const CATCH_UP_RETRY_MS = 1000
+/** ...this many times in all, before the stream is sent away with `retry:`. */
+const CATCH_UP_TRIES = 10
 
 export class Resumer {
   readonly stats: ResumeStats = { replayed: 0, resyncs: { malformed: 0, foreign: 0, gone: 0 }, catchUps: 0, unavailable: 0 }
@@ -50,6 +54,10 @@ export class Resumer {
   readonly #suspended = new WeakSet<SseStream>()
   // Streams whose user's live delivery this resumer asked the broker for (one detach each).
   readonly #attached = new WeakSet<SseStream>()
+  // Catch-up reads that failed in a row, per stream (a Cluster answers CLUSTERDOWN
+  // to reads for a moment after its subscriptions work again).
+  readonly #failedCatchUps = new WeakMap<SseStream, number>()
+  #retryTimer: NodeJS.Timeout | undefined
 
   constructor(private readonly opts: ResumeOptions) {
     this.#retry = Buffer.from(encodeRetry(opts.retryMs))
@@ -134,6 +142,7 @@ export class Resumer {
         if (forced !== undefined || outcome.resync) outcome = this.#resync(forced ?? 'gone', outcome.position)
         forced = undefined
         stream.apply(outcome)
+        this.#failedCatchUps.delete(stream)
         this.stats.replayed += outcome.replay.length
         if (epoch === this.#epoch || stream.closed) break
         from = stream.position
@@ -145,8 +154,31 @@ export class Resumer {
       }
       stream.release()
     } catch (err) {
+      if (attached === undefined && this.#retryLater(stream)) return
       this.#unavailable(stream, err)
     }
+  }
+
+  /**
+   * A catch-up read failed: the stream stays open and held (it lost nothing
+   * yet) and is read again shortly, rather than sending every open stream of
+   * the instance away at once. After CATCH_UP_TRIES failures it is sent away.
+   */
+  #retryLater(stream: SseStream): boolean {
+    const failed = (this.#failedCatchUps.get(stream) ?? 0) + 1
+    if (failed >= CATCH_UP_TRIES || stream.closed) return false
+    this.#failedCatchUps.set(stream, failed)
+    this.#suspended.add(stream)
+    this.#retryTimer ??= setTimeout(() => {
+      this.#retryTimer = undefined
+      if (!this.opts.broker.up) return // the next 'up' catches up anyway
+      for (const held of this.opts.hub.streams()) {
+        if (!this.#suspended.has(held) || !this.#failedCatchUps.has(held)) continue
+        this.#suspended.delete(held)
+        void this.#sync(held, held.position)
+      }
+    }, CATCH_UP_RETRY_MS).unref()
+    return true
   }
 
   /**
