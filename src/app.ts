@@ -90,16 +90,13 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   const ingest = createIngest(hub, config.maxEventBytes, logs)
   const broker = createBroker(config, ingest, logs, deps)
   const resumer = new Resumer({ hub, broker, historySize: config.history.size, retryMs: config.retryMs, logs })
-  broker.on('up', () => {
-    app.log.info({ broker: broker.kind, channel: config.channel }, 'broker up')
-    // Whatever was published while live delivery was down is in the history.
-    resumer.catchUp()
-  })
-  broker.on('down', () => {
-    app.log.warn({ broker: broker.kind }, 'broker connection lost; reconnecting')
-    // Live events may come back before the catch-up has read what was missed.
-    resumer.suspend()
-  })
+  broker.on('up', () => app.log.info({ broker: broker.kind, channel: config.channel }, 'broker up'))
+  broker.on('down', () => app.log.warn({ broker: broker.kind }, 'broker connection lost; reconnecting'))
+  // Live events may come back before the catch-up has read what was missed:
+  // the streams of users whose live delivery was lost are held meanwhile...
+  broker.on('lost', (users: string[] | null) => resumer.suspend(users))
+  // ...and whatever was published for them meanwhile is in the history.
+  broker.on('regained', (users: string[] | null) => resumer.catchUp(users))
   let published = 0
   const publisher = makePublisher(
     async (items, options) => {

@@ -20,7 +20,7 @@ import {
 import { openStream } from './helpers/sse.js'
 
 const TOKEN = 'publish-token-0123456789abcdef'
-const BOUND = 500
+const BOUND = 1000
 /** What the machine may add to a bound: generous, this is about "not 30 s", not about speed. */
 const SLACK = 2500
 /**
@@ -159,9 +159,8 @@ t.test('a hung Cluster master: bounded answers, truthful readiness, recovery wit
       return w.arrivals.filter((at) => at > d + 200 && at < u).length
     })
   t.comment(`streams of the other masters' users: events received while their instance was down: [${heard}]`)
-  t.ok(heard.every((n) => n > 0), 'streams of users on the other masters keep getting events while the node hangs', {
-    todo: 'a lost channel takes the whole broker down and resume.ts suspends every stream of the instance until all channels are confirmed again (here: until the failover)',
-  })
+  // Only the hung master's users are held (resume.ts holds the users whose channels were lost).
+  t.ok(heard.every((n) => n > 0), 'streams of users on the other masters keep getting events while the node hangs')
 
   // A new stream for the hung master's user works; one more event per user reaches every stream.
   const later = await watch(t, hungUser, 'A (new)', `${a.base}/notify`, auth(hungUser))

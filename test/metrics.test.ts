@@ -301,7 +301,15 @@ t.test('concurrent connects with one token: one miss, then shared, then hit', as
 t.test('jwt mode: observed under mode="jwt"; no cache lookups; an expired stream', async (t) => {
   const { SignJWT } = await import('jose')
   const secret = 'test-secret-that-is-long-enough-for-hs256!'
-  const s = await build(t, { broker: 'embedded', env: { AUTH_MODE: 'jwt', JWT_SECRET: secret } })
+  // The stream of a token that expires is ended in-band (expired). The token is
+  // checked on connect by jose (the real clock) and its stream ended at exp by
+  // the hub's clock (AppDeps.now): a token that really expired 1 to 2 s after
+  // it was signed could be refused on connect under CPU load. So it is valid
+  // for 10 minutes, and the hub's clock stands 250 ms short of its exp (the hub
+  // rechecks every 250 ms) until the test lets it run.
+  const soonExp = Math.floor(Date.now() / 1000) + 600
+  let now = (): number => soonExp * 1000 - 250
+  const s = await build(t, { broker: 'embedded', env: { AUTH_MODE: 'jwt', JWT_SECRET: secret }, deps: { now: () => now() } })
   const token = await new SignJWT({ sub: 'j' })
     .setProtectedHeader({ alg: 'HS256' })
     .setExpirationTime('1h')
@@ -310,14 +318,15 @@ t.test('jwt mode: observed under mode="jwt"; no cache lookups; an expired stream
   t.equal(ok.status, 200)
   const bad = await openStream(t, `${s.base}/notify`, auth(`${token.slice(0, -2)}xx`))
   t.equal(bad.status, 401)
-  // A token that expires in a second: its stream is ended in-band (expired).
   const soon = await new SignJWT({ sub: 'k' })
     .setProtectedHeader({ alg: 'HS256' })
-    .setExpirationTime(Math.floor(Date.now() / 1000) + 2)
+    .setExpirationTime(soonExp)
     .sign(new TextEncoder().encode(secret))
   const expired = closedStream(s, 'k')
   const short = await openStream(t, `${s.base}/notify`, auth(soon))
   t.equal(short.status, 200)
+  const from = Date.now()
+  now = () => soonExp * 1000 + (Date.now() - from)
   t.equal(await expired, 'expired')
   const m = await metricsOf(s.base)
   t.same(m.by('notify_streams_closed_total', 'reason'), counts(CLOSE_REASONS, { expired: 1 }))
@@ -349,6 +358,8 @@ t.test('redis subscription gauge: 1, 0 while Redis is down, 1 again; one catch-u
   const redis = await startRedis(t)
   const s = await build(t, { redis })
   const broker = s.app.notifier.broker as RedisBroker
+  // A stream to catch up (with none open, an outage needs no catch-up).
+  await openStream(t, `${s.base}/notify`, auth('user-g'))
   let m = await metricsOf(s.base)
   t.equal(m.value('notify_redis_subscription_up'), 1)
   t.equal(m.value('notify_catch_ups_total'), 0, 'the first subscription is no catch-up')

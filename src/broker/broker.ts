@@ -27,10 +27,18 @@ export interface LiveSink {
   stored(recipient: string, position: Position | undefined, frame: Buffer): void
 }
 
-/** Emits 'up' when live delivery and history both work, 'down' when either is lost. */
+/**
+ * Emits 'up' when live delivery and history both work, 'down' when either is
+ * lost (readiness). For streams, more precisely: 'lost' (users: string[] |
+ * null) when live delivery of those users' events (null: everyone's) was lost,
+ * and 'regained' (users | null) once it works again; streams of those users
+ * are held from the one and caught up from history at the other.
+ */
 export interface Broker extends EventEmitter {
   readonly kind: 'redis' | 'embedded'
   readonly up: boolean
+  /** Whether events published to `recipient` from now on reach this process. */
+  live(recipient: string): boolean
   start(): void
   close(): Promise<void>
   /**

@@ -47,6 +47,11 @@ export class MemoryBroker extends EventEmitter implements Broker {
     if (this.#up) return
     this.#up = true
     this.emit('up')
+    this.emit('regained', null)
+  }
+
+  live(): boolean {
+    return this.#up
   }
 
   async close(): Promise<void> {

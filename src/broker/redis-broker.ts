@@ -10,6 +10,7 @@ import { formatEntryId, formatEventId, parseEntryId, recipientTag, START } from 
 import type { HistoryRead, ReadRequest, StoredEvent } from '../history/replay.js'
 import type { LogLimiter } from '../log-limiter.js'
 import type { RedisConfig } from '../redis-config.js'
+import { isClassicCopy, isEnvelope } from '../history/envelope.js'
 import { encodeEvent } from '../sse/frame.js'
 import { Batcher } from './batcher.js'
 import { type Broker, BrokerUnavailable, IdempotencyConflict, type LiveSink, NotReplicated, OutcomeUnknown, type PublishItem, type PublishOptions } from './broker.js'
@@ -66,11 +67,19 @@ export class RedisBroker extends EventEmitter implements Broker {
       channel: opts.channel,
       ...(this.#commands instanceof Cluster && { cluster: this.#commands }),
       logs: opts.logs,
-      onMessage: opts.sink.message,
+      onMessage: (raw, own) => {
+        // A stored event on the classic channel: an old publisher (upgrade) or no sharded pub/sub.
+        if (!own && !this.subscriptions.classicCarriesStored && isEnvelope(raw) && !isClassicCopy(raw)) {
+          this.subscriptions.classicCarriesStored = true
+        }
+        opts.sink.message(raw, own)
+      },
       detectSharded: () => this.#detectSharded(),
     })
     this.subscriptions.on('up', this.#update)
     this.subscriptions.on('down', this.#update)
+    this.subscriptions.on('lost', (users: string[] | null) => this.emit('lost', users))
+    this.subscriptions.on('regained', (users: string[] | null) => this.emit('regained', users))
     this.#reads = new Batcher((batch) => this.#readBatch(batch))
     this.#script = {
       channel: opts.channel,
@@ -113,6 +122,10 @@ export class RedisBroker extends EventEmitter implements Broker {
         client.disconnect()
       }),
     )
+  }
+
+  live(recipient: string): boolean {
+    return this.subscriptions.live(recipient)
   }
 
   attach(recipient: string): Promise<void> {

@@ -11,7 +11,12 @@
 // master, the Cluster slot map) and the connections; it does not say when a
 // subscription is confirmed or lost, and both matter here (resume.ts reads the
 // history only after a stream's channel is confirmed). Any involuntary loss
-// emits 'down'; 'up' follows once everything wanted is confirmed again.
+// emits 'down'; 'up' follows once everything wanted is confirmed again (the
+// instance's readiness). Streams need to know more precisely whose live
+// delivery was lost, so that one hung Cluster master does not hold up the
+// users of the others: 'lost' names the users (null: everyone, when the
+// classic channel carried stored events), 'regained' names them once their
+// channels are confirmed again; resume.ts holds and catches up just those.
 import { EventEmitter } from 'node:events'
 import calculateSlot from 'cluster-key-slot'
 import type { Cluster } from 'ioredis'
@@ -62,6 +67,16 @@ export class Subscriptions extends EventEmitter {
   #sharded: boolean | undefined
   #up = false
   #closed = false
+  /** Everyone's live delivery is lost (also before the first pass completes). */
+  #lostAll = true
+  /** Users whose channel was lost and is not confirmed again yet (while not #lostAll). */
+  readonly #lostUsers = new Set<string>()
+  /**
+   * True once a stored event came on the classic channel (an old publisher
+   * during an upgrade, or Redis without sharded pub/sub): then losing the
+   * classic subscription loses stored events of anyone, not only plain ones.
+   */
+  classicCarriesStored = false
   readonly #runner: SerialRunner
   /** Asks for a pass (subscription changes are made by passes only). */
   readonly #schedule: () => void
@@ -98,6 +113,12 @@ export class Subscriptions extends EventEmitter {
     return this.#links.size
   }
 
+  /** Whether events published to `user` from now on reach this process (their channel, and the classic one where needed). */
+  live(user: string): boolean {
+    if (this.#lostAll) return false
+    return this.#sharded === false || this.#active.has(liveChannel(this.opts.channel, user))
+  }
+
   /** False once Redis was found to have no sharded pub/sub; undefined until asked. */
   get sharded(): boolean | undefined {
     return this.#sharded
@@ -131,6 +152,7 @@ export class Subscriptions extends EventEmitter {
       return
     }
     this.#refs.delete(user)
+    this.#lostUsers.delete(user)
     const channel = liveChannel(this.opts.channel, user)
     // Nobody waits any more: a stream that gave up (its deadline) is closed.
     this.#waiters.delete(channel)
@@ -200,7 +222,13 @@ export class Subscriptions extends EventEmitter {
       for (const group of this.#groups(channels)) {
         work.push(link.ssubscribe(group).then(() => {
           if (this.#links.get(node) !== link || !link.ready) return
-          for (const channel of group) this.#confirm(channel, node)
+          const regained: string[] = []
+          for (const channel of group) {
+            this.#confirm(channel, node)
+            const user = this.#userOf(channel)
+            if (!this.#lostAll && this.#lostUsers.delete(user)) regained.push(user)
+          }
+          if (regained.length > 0) this.emit('regained', regained)
         }))
       }
     }
@@ -214,7 +242,13 @@ export class Subscriptions extends EventEmitter {
     if (failed !== undefined) throw failed.reason
     // Only losses take 'up' away (#lose, #forgetNode): a new user still being
     // subscribed is no outage for the others.
-    if (this.#complete(classicNode, wanted)) this.#setUp(true, true)
+    if (!this.#complete(classicNode, wanted)) return
+    this.#setUp(true, true)
+    if (this.#lostAll) {
+      this.#lostAll = false
+      this.#lostUsers.clear()
+      this.emit('regained', null)
+    }
   }
 
   async #detect(): Promise<void> {
@@ -286,13 +320,34 @@ export class Subscriptions extends EventEmitter {
     if (this.#classicOn === node) {
       this.#classicOn = undefined
       this.#setUp(false, true)
+      // Plain events are live only: losing them holds nobody up. Stored ones
+      // on the classic channel (see classicCarriesStored) concern everyone.
+      if ((this.#sharded === false || this.classicCarriesStored) && !this.#lostAll) {
+        this.#lostAll = true
+        this.#lostUsers.clear()
+        this.emit('lost', null)
+      }
     }
   }
 
   #lose(channels: string[]): void {
     if (channels.length === 0) return
-    for (const channel of channels) this.#active.delete(channel)
+    const users: string[] = []
+    for (const channel of channels) {
+      this.#active.delete(channel)
+      const user = this.#userOf(channel)
+      if (!this.#lostAll && this.#refs.has(user) && !this.#lostUsers.has(user)) {
+        this.#lostUsers.add(user)
+        users.push(user)
+      }
+    }
     this.#setUp(false, true)
+    if (users.length > 0) this.emit('lost', users)
+  }
+
+  /** The user a live channel (`<channel>:{<user>}`) is for. */
+  #userOf(channel: string): string {
+    return channel.slice(this.opts.channel.length + 2, -1)
   }
 
   #setUp(up: boolean, emit: boolean): void {

@@ -150,6 +150,17 @@ export class Hub extends EventEmitter {
     return this.#router.all()
   }
 
+  /** The open streams of some users (null: every open stream), as a list: callers may close some. */
+  streamsOf(users: readonly string[] | null): SseStream[] {
+    if (users === null) return [...this.#router.all()]
+    const list: SseStream[] = []
+    for (const user of users) {
+      const streams = this.#router.streamsOf(user)
+      if (streams !== undefined) list.push(...streams)
+    }
+    return list
+  }
+
   /** Writes one ready-made frame to every stream of each recipient. */
   deliver(recipients: readonly string[], frame: Buffer): number {
     let n = 0

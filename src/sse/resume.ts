@@ -90,25 +90,26 @@ export class Resumer {
   }
 
   /**
-   * Live delivery is lost: queue live events on every stream until the catch-up
-   * has read the history. Otherwise the first live event after the reconnect
-   * would move a stream past everything stored during the outage.
+   * Live delivery of these users' events (null: everyone's) is lost: queue
+   * live events on their streams until the catch-up has read the history.
+   * Otherwise the first live event after the reconnect would move a stream
+   * past everything stored during the outage.
    */
-  suspend(): void {
+  suspend(users: readonly string[] | null = null): void {
     if (this.opts.historySize === 0) return
-    for (const stream of this.opts.hub.streams()) {
+    for (const stream of this.opts.hub.streamsOf(users)) {
       if (stream.held) continue
       stream.hold()
       this.#suspended.add(stream)
     }
   }
 
-  /** After an outage: every stream not already being positioned reads from where it is. */
-  catchUp(): void {
+  /** After an outage: every stream of these users (null: all) not already being positioned reads from where it is. */
+  catchUp(users: readonly string[] | null = null): void {
     if (this.opts.historySize === 0) return
     this.#epoch++
     if (this.#epoch > 1) this.stats.catchUps++
-    for (const stream of this.opts.hub.streams()) {
+    for (const stream of this.opts.hub.streamsOf(users)) {
       // A held stream that is not suspended has a read in flight; it sees the new epoch and reads again.
       if (stream.held && !this.#suspended.has(stream)) continue
       this.#suspended.delete(stream)
@@ -147,7 +148,7 @@ export class Resumer {
         if (epoch === this.#epoch || stream.closed) break
         from = stream.position
       }
-      if (!this.opts.broker.up) {
+      if (!this.opts.broker.live(stream.userId)) {
         // Positioned while live delivery is down: stay held until the catch-up.
         this.#suspended.add(stream)
         return
@@ -171,9 +172,10 @@ export class Resumer {
     this.#suspended.add(stream)
     this.#retryTimer ??= setTimeout(() => {
       this.#retryTimer = undefined
-      if (!this.opts.broker.up) return // the next 'up' catches up anyway
       for (const held of this.opts.hub.streams()) {
         if (!this.#suspended.has(held) || !this.#failedCatchUps.has(held)) continue
+        // Live delivery lost again meanwhile: the next 'regained' catches it up.
+        if (!this.opts.broker.live(held.userId)) continue
         this.#suspended.delete(held)
         void this.#sync(held, held.position)
       }
