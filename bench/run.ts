@@ -194,8 +194,9 @@ async function main(): Promise<void> {
     const r = spawnSync(process.execPath, [...process.execArgv, storm, ...args], { stdio: 'inherit' })
     process.exit(r.status ?? 1)
   }
-  // Whatever happens, stop by itself: a run takes about a minute or two.
-  deadline(o.runs * o.targets.length * (o.seconds + o.idleSeconds + 300) * 1000, 'bench')
+  // Whatever happens, stop by itself: a run takes one to three minutes on a
+  // quiet machine; a slow connect of 15,000 streams may take several more.
+  deadline(o.runs * o.targets.length * (o.seconds + o.idleSeconds + 1200) * 1000, 'bench')
   for (const target of o.targets) {
     const results: Record<string, unknown>[] = []
     for (let run = 1; run <= o.runs; run++) {
