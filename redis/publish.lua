@@ -63,7 +63,7 @@ end
 if etype ~= '' and (#etype > 64 or not string.match(etype, '^[%w_.:%-]+$')) then
   return fail('type must match ^[A-Za-z0-9_.:-]{1,64}$')
 end
-if etype == 'auth-expired' or etype == 'resync' then return fail('type "' .. etype .. '" is reserved') end
+if etype == 'auth-expired' or etype == 'resync' or etype == 'position' then return fail('type "' .. etype .. '" is reserved') end
 -- A private decoder that refuses NaN, Infinity and hex numbers, which the default
 -- one accepts but a browser's JSON.parse does not. (Configuring the shared cjson
 -- would change it for every other script on the server.)

@@ -8,7 +8,7 @@ import { encodeEvent } from './sse/frame.js'
 /** Valid `type`, sent as the SSE event name. */
 export const EVENT_TYPE = /^[A-Za-z0-9_.:-]{1,64}$/
 /** Names the service itself sends in-band; a publisher cannot impersonate them. */
-export const RESERVED_TYPES: ReadonlySet<string> = new Set(['auth-expired', 'resync'])
+export const RESERVED_TYPES: ReadonlySet<string> = new Set(['auth-expired', 'resync', 'position'])
 /** Most recipients one event may name (MAX_EVENT_BYTES bounds the list too). */
 export const MAX_RECIPIENTS = 10_000
 

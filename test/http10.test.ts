@@ -21,5 +21,7 @@ t.test('an HTTP/1.0 client gets a plain (not chunked) event stream', async (t) =
   const [head, body] = raw.split('\r\n\r\n', 2) as [string, string]
   t.match(head, /^HTTP\/1\.1 200 OK/)
   t.notMatch(head, /transfer-encoding/i, 'no chunked encoding for HTTP/1.0')
-  t.match(body, /^retry: \d+\n\n: connected\n\nevent: note\nid: [^\n]+\ndata: \{"recipient_id":"old","type":"note","n":1\}\n\n$/)
+  t.equal(head.match(/^connection:/gim)?.length, 1, 'one Connection header')
+  t.match(head, /^connection: close\r?$/im, 'the body ends with the connection, and the head says so')
+  t.match(body, /^retry: \d+\n\n: connected\n\nevent: position\nid: [^\n]+\ndata: \{\}\n\nevent: note\nid: [^\n]+\ndata: \{"recipient_id":"old","type":"note","n":1\}\n\n$/)
 })

@@ -165,6 +165,9 @@ for (const broker of ['redis', 'embedded'] as const) {
       t.equal(first?.event, 'resync', 'starts with resync')
       t.equal(first?.data, '{}')
       t.equal(first?.id, undefined, 'resync carries no id')
+      // Right after it, where the stream now stands (sent with the resync, in the same write).
+      t.equal(stream.positions.length, 1, 'then its position')
+      t.match(stream.positions[0], new RegExp(`^\\d+-\\d+\\.${tag(user)}$`), "an id of the user's")
       const [live] = await s.store({ recipient_id: user, type: 'live' })
       const events = await untilMarker(s, stream, user)
       t.same(events.map((e) => e.event), ['resync', 'live', 'marker'], 'then live events only')
@@ -224,13 +227,22 @@ for (const broker of ['redis', 'embedded'] as const) {
       }
     })
 
-    // `0-0` is no event's id (Redis Stream ids start at 0-1; the embedded broker
-    // uses the clock): an id that was never sent, hence unknown.
-    t.test('resync: the id 0-0 with a valid tag is unknown too', async (t) => {
-      const s = await build(t, { broker })
-      await storeMany(s, 'zero', range(0, 3))
-      const stream = await connect(t, s, 'zero', { header: `0-0.${tag('zero')}` })
-      await expectResync(t, s, 'zero', stream)
+    // `0-0` is no stored event's id: it is the position a first visit is given
+    // while its history is empty (a `position` event). Coming back with it,
+    // everything stored since is replayed; once the history has filled up (it
+    // may have been trimmed), a resync.
+    t.test('the id 0-0 (a first visit, history empty then): everything stored since', async (t) => {
+      const s = await build(t, { broker, env: { HISTORY_SIZE: '5' } })
+      const first = await connect(t, s, 'zero')
+      t.same(first.positions, [`0-0.${tag('zero')}`], 'the fresh stream is told its position: before everything')
+      first.close()
+      const published = await storeMany(s, 'zero', range(0, 3))
+      const back = await connect(t, s, 'zero', { header: first.positions[0] as string })
+      t.same(seen((await untilMarker(s, back, 'zero')).slice(0, -1)), sent(published, range(0, 3)), 'the three published meanwhile, in order, once')
+      t.same(back.positions, [], 'no position: it resumed from an id')
+      // The history full (3 + the marker + 1 = 5 = HISTORY_SIZE): 0-0 may have missed trimmed events.
+      await storeMany(s, 'zero', [3])
+      await expectResync(t, s, 'zero', await connect(t, s, 'zero', { header: `0-0.${tag('zero')}` }))
     })
 
     t.test('resync: trimmed out of a small history (HISTORY_SIZE=3)', async (t) => {

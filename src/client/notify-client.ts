@@ -4,7 +4,8 @@
 //   - a plain EventSource gives up for good after any non-200 answer (a 503
 //     during an auth outage, a 429 from a limit); this one retries with
 //     exponential backoff and jitter, and waits at least the answer's Retry-After;
-//   - it stores the last event id, so a fresh page load resumes with
+//   - it stores the last event id (or the position the service announces to
+//     a stream that has none yet), so a fresh page load resumes with
 //     ?lastEventId= and misses nothing between pages;
 //   - `auth-expired` and 401 call the app's onAuthExpired (refresh the cookie),
 //     then it reconnects; `resync` calls onResync;
@@ -145,6 +146,8 @@ export class RecentEvents<T> {
 /** What a Connection reports to its owner. */
 interface Sink<T> {
   event(message: NotifyMessage<T>): void
+  /** Where the stream stands, without an event (a first visit, a resync): resume from here. */
+  position(id: string): void
   state(state: NotifyState): void
   resync(): void
   /** Resolves false to stop. */
@@ -209,6 +212,15 @@ class Connection<T> {
       this.#openedAt = performance.now()
       sink.state('live')
     })
+    // The service's `position` event: no notification, only where the stream
+    // stands (a first visit, or after a resync), so that a connection that
+    // drops before the next stored event still resumes from here.
+    es.addEventListener('position', ((e: MessageEvent<string>) => {
+      previousId = e.lastEventId
+      if (e.lastEventId === '') return
+      this.lastEventId = e.lastEventId
+      sink.position(e.lastEventId)
+    }) as EventListener)
     es.addEventListener('resync', () => {
       sink.state('resynced')
       sink.resync()
@@ -317,6 +329,7 @@ function parseData(text: string): unknown {
 /** Messages between tabs on the BroadcastChannel. */
 type TabMessage<T> =
   | { kind: 'event'; message: NotifyMessage<T> }
+  | { kind: 'position'; id: string }
   | { kind: 'state'; state: NotifyState }
   | { kind: 'resync' }
   /** A tab that just loaded: what came after `since`, its id before the reload? */
@@ -359,14 +372,16 @@ export function connectNotify<T = unknown>(options: NotifyOptions<T>): NotifyCli
 
   const post = (message: TabMessage<T>): void => channel?.postMessage(message)
 
+  /** Remembers where this tab stands (and, in the leader, where the browser does). */
+  const standAt = (id: string): void => {
+    lastEventId = id
+    write(tabStorage, storeKey, id)
+    if (leader) write(storage, storeKey, id)
+  }
   /** Hands an event to the page, once, remembering where this tab stands. */
   const deliver = (message: NotifyMessage<T>): void => {
     if (closed || !recent.add(message)) return
-    if (message.id !== null) {
-      lastEventId = message.id
-      write(tabStorage, storeKey, message.id)
-      if (leader) write(storage, storeKey, message.id)
-    }
+    if (message.id !== null) standAt(message.id)
     options.onEvent?.(message)
   }
   const setState = (next: NotifyState): void => {
@@ -378,6 +393,11 @@ export function connectNotify<T = unknown>(options: NotifyOptions<T>): NotifyCli
   }
 
   const sink: Sink<T> = {
+    position: (id) => {
+      if (closed) return
+      standAt(id)
+      post({ kind: 'position', id })
+    },
     event: (message) => {
       deliver(message)
       post({ kind: 'event', message })
@@ -442,6 +462,7 @@ export function connectNotify<T = unknown>(options: NotifyOptions<T>): NotifyCli
       }
       if (leader) return
       if (m.kind === 'event') deliver(m.message)
+      else if (m.kind === 'position' && !closed) standAt(m.id)
       else if (m.kind === 'state') setState(m.state)
       else if (m.kind === 'resync' && !closed) options.onResync?.()
       else if (m.kind === 'welcome' && m.tab === tabId) {

@@ -33,9 +33,15 @@ export interface HistoryRead {
   tip: Position | undefined
 }
 
+/**
+ * `announce`: the stream is told where it stands (a `position` event carrying
+ * its id), because it has no id of its own there yet: a first visit, or right
+ * after a resync. A client that drops before the next stored event can then
+ * still resume from there.
+ */
 export type Outcome =
-  | { resync: false; position: Position; replay: StoredEvent[] }
-  | { resync: true; position: Position; replay: [] }
+  | { resync: false; position: Position; replay: StoredEvent[]; announce?: boolean }
+  | { resync: true; position: Position; replay: []; announce?: boolean }
 
 /**
  * Trimming removes the oldest entries, so a position that is still stored
@@ -45,7 +51,7 @@ export type Outcome =
  */
 export function decide(from: Position | undefined, read: HistoryRead, historySize: number): Outcome {
   const tip = read.tip ?? START
-  if (from === undefined) return { resync: false, position: tip, replay: [] }
+  if (from === undefined) return { resync: false, position: tip, replay: [], announce: true }
   const { range } = read
   if (samePosition(from, START)) {
     if (range.length >= historySize) return { resync: true, position: tip, replay: [] }

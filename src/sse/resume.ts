@@ -10,7 +10,7 @@
 // (the stream drops the copy by its id); read first, and an event published
 // between the read and the subscription would be in neither.
 import type { Broker } from '../broker/broker.js'
-import { type Position, parseEventId, recipientTag, samePosition, START } from '../history/event-id.js'
+import { type Position, parseEventId, recipientTag, START } from '../history/event-id.js'
 import { decide, type Outcome } from '../history/replay.js'
 import type { LogLimiter } from '../log-limiter.js'
 import { encodeRetry } from './frame.js'
@@ -83,9 +83,9 @@ export class Resumer {
     const id = parseEventId(lastEventId)
     if (!id.ok) void this.#sync(stream, undefined, 'malformed', attached)
     else if (id.tag !== recipientTag(stream.userId)) void this.#sync(stream, undefined, 'foreign', attached)
-    // 0-0 is never a stored event's id (it means "before everything" inside the
-    // service): from a client it is an id we do not know.
-    else if (samePosition(id.position, START)) void this.#sync(stream, undefined, 'gone', attached)
+    // 0-0 is "before everything": the position a first visit was given while its
+    // history was empty. Everything stored since is replayed (or a resync, if
+    // the history has filled up and may have been trimmed).
     else void this.#sync(stream, id.position, undefined, attached)
   }
 
@@ -196,6 +196,7 @@ export class Resumer {
 
   #resync(reason: ResyncReason, position: Position): Outcome {
     this.stats.resyncs[reason]++
-    return { resync: true, position, replay: [] }
+    // With history on, the stream is told where it stands now (positionFrame).
+    return { resync: true, position, replay: [], announce: this.opts.historySize > 0 }
   }
 }

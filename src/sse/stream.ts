@@ -5,7 +5,7 @@
 // then what it missed, then what was queued, deduplicated by event id.
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { isAfter, type Position, START } from '../history/event-id.js'
+import { formatEventId, isAfter, type Position, recipientTag, START } from '../history/event-id.js'
 import type { Framed, Outcome } from '../history/replay.js'
 import type { Scheduled } from './deadlines.js'
 import { encodeChunk, encodeEvent } from './frame.js'
@@ -18,6 +18,16 @@ export type Headers = Record<string, string | string[] | number>
 export type Opener = (res: ServerResponse, headers: Headers) => void
 
 const RESYNC = Buffer.from(encodeEvent({ event: 'resync', data: '{}' }))
+
+/**
+ * Where a stream stands, when it has no id of its own there (a first visit, a
+ * resync): the `id:` updates a plain EventSource's last event id, sent back as
+ * Last-Event-ID when it reconnects; the event name lets the client helper,
+ * which reconnects by itself, learn it too. Nobody else listens for it.
+ */
+export function positionFrame(position: Position, userId: string): Buffer {
+  return Buffer.from(encodeEvent({ event: 'position', id: formatEventId(position, recipientTag(userId)), data: '{}' }))
+}
 // After the head, frames go straight to the socket as HTTP/1.1 chunks (what
 // ServerResponse would do with three writes and two string conversions per
 // frame). An event is written to all its recipients' streams one after the
@@ -116,10 +126,11 @@ export class SseStream implements Scheduled {
     if (outcome.resync) {
       this.#write(RESYNC)
       this.position = outcome.position
-      return
+    } else {
+      for (const event of outcome.replay) this.#writeStored(event)
+      if (isAfter(outcome.position, this.position)) this.position = outcome.position
     }
-    for (const event of outcome.replay) this.#writeStored(event)
-    if (isAfter(outcome.position, this.position)) this.position = outcome.position
+    if (outcome.announce === true && !this.closed) this.#write(positionFrame(this.position, this.userId))
   }
 
   /** Writes what was queued, in order, and goes live. */

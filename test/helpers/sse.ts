@@ -9,7 +9,10 @@ export interface TestStream {
   headers: IncomingHttpHeaders
   /** The response body for non-200 answers. */
   body: string
+  /** The events, without the service's `position` announcements (see `positions`). */
   events: EventSourceMessage[]
+  /** The ids of the `position` events: where the service said the stream stands. */
+  positions: string[]
   comments: string[]
   retry: number[]
   /** Everything received, as text. */
@@ -38,6 +41,7 @@ export async function openStream(
   t.teardown(() => req.destroy())
   const events: EventSourceMessage[] = []
   const comments: string[] = []
+  const positions: string[] = []
   const retry: number[] = []
   let raw = ''
   let done = false
@@ -46,7 +50,10 @@ export async function openStream(
     for (const w of [...waiters]) w()
   }
   const parser = createParser({
-    onEvent: (e) => events.push(e),
+    onEvent: (e) => {
+      if (e.event === 'position') positions.push(e.id ?? '')
+      else events.push(e)
+    },
     onComment: (c) => comments.push(c),
     onRetry: (r) => retry.push(r),
   })
@@ -93,6 +100,7 @@ export async function openStream(
       return raw
     },
     events,
+    positions,
     comments,
     retry,
     raw: () => raw,
