@@ -69,6 +69,15 @@ export const EnvSchema = Type.Object({
   INTROSPECTION_USER_CLAIM: Type.String({ default: 'sub', minLength: 1 }),
   /** introspection mode: required value in the answer's `aud`, checked when set (RFC 7662 section 4). */
   INTROSPECTION_AUDIENCE: Optional(),
+  /**
+   * introspection mode: what an active answer that names no token kind (no
+   * `token_type`, `typ` or `token_use`; RFC 7662 makes them optional) does.
+   * `refuse` (default): oidc-provider and Spring Authorization Server describe
+   * refresh tokens that way. `accept`: for a provider that names no kind at all
+   * and introspects access tokens only. An answer naming another kind
+   * (refresh, ID, offline) is refused either way.
+   */
+  INTROSPECTION_UNTYPED_TOKENS: Type.Union([Type.Literal('refuse'), Type.Literal('accept')], { default: 'refuse' }),
   /** jwt mode: HMAC secret (at least 32 characters). */
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
   /** jwt mode: PEM (SPKI) public key. */
@@ -150,6 +159,7 @@ export type AuthConfig =
       clientSecret: string
       userClaim: string
       audience?: string
+      untypedTokens: 'refuse' | 'accept'
       timeoutMs: number
       cacheTtlMs: number
     }
@@ -289,6 +299,7 @@ function authConfig(env: Env): AuthConfig {
       clientSecret: env.INTROSPECTION_CLIENT_SECRET as string,
       userClaim: env.INTROSPECTION_USER_CLAIM,
       ...(env.INTROSPECTION_AUDIENCE !== undefined && { audience: env.INTROSPECTION_AUDIENCE }),
+      untypedTokens: env.INTROSPECTION_UNTYPED_TOKENS,
       timeoutMs: env.AUTH_UPSTREAM_TIMEOUT_MS,
       cacheTtlMs: env.AUTH_CACHE_TTL_MS,
     }

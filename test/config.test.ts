@@ -55,9 +55,13 @@ t.test('introspection mode names each missing setting', async (t) => {
     clientId: 'notify',
     clientSecret: 'secret',
     userClaim: 'sub',
+    untypedTokens: 'refuse',
     timeoutMs: 2000,
     cacheTtlMs: 5000,
   })
+  const full = { ...intro, INTROSPECTION_CLIENT_ID: 'notify', INTROSPECTION_CLIENT_SECRET: 'secret' }
+  t.match(loadConfig({ ...full, INTROSPECTION_UNTYPED_TOKENS: 'accept' }).auth, { untypedTokens: 'accept' })
+  fails(t, { ...full, INTROSPECTION_UNTYPED_TOKENS: 'yes' }, /INTROSPECTION_UNTYPED_TOKENS/, 'neither refuse nor accept')
 })
 
 t.test('the result is deeply frozen', async (t) => {

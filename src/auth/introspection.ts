@@ -92,8 +92,10 @@ export function createIntrospectionVerifier(opts: IntrospectionOptions): Verifie
       logs.write('error', 'introspection-no-user', { claim: opts.userClaim },
         'active token without a usable user id in the configured claim; refused')
     } else if (verdict.refused === 'untyped') {
+      // Every token refused this way means a provider that names no kind at
+      // all (Authentik): the operator must choose, knowing what accept admits.
       logs.write('warn', 'introspection-untyped', {},
-        'active token without token_type (a refresh token, or a provider that never sends it); refused')
+        'active token without token_type, typ or token_use (a refresh token, or a provider that never names the kind); refused: see INTROSPECTION_UNTYPED_TOKENS')
     }
     throw errors.tokenRejected()
   }
