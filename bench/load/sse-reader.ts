@@ -107,7 +107,11 @@ export class SseReader<C = unknown> {
       start = nl + 1
       if (line.endsWith('\r')) line = line.slice(0, -1)
       if (line === '') {
-        if (this.evData !== undefined) this.hooks.event?.(this as unknown as C, { id: this.evId, type: this.evType, data: this.evData })
+        // A `position` event is where the service says a stream stands (a
+        // first visit, a resync), not a notification of the load.
+        if (this.evData !== undefined && this.evType !== 'position') {
+          this.hooks.event?.(this as unknown as C, { id: this.evId, type: this.evType, data: this.evData })
+        }
         this.evId = this.evType = this.evData = undefined
       } else if (line.startsWith(':')) {
         this.hooks.comment?.(this as unknown as C, line.slice(1).trimStart())
