@@ -16,7 +16,9 @@ import { openStream } from './helpers/sse.js'
 import { bearer, deliversTo, errorCode } from './helpers/probe.js'
 
 // Tests wait on stream events; a regression that leaves one waiting is reported against that test.
-const WAIT = { timeout: 15_000 }
+// Generous: a test also starts redis-server, an upstream or a provider and builds the app,
+// and tears them down: on a loaded machine (load ~20 on 2 cores) one took over 15 s.
+const WAIT = { timeout: 60_000 }
 const INTROSPECT = '/token/introspection'
 
 
@@ -84,10 +86,17 @@ t.test('INTROSPECTION_USER_CLAIM names the member holding the user id', WAIT, as
 
 t.test('the stream ends with auth-expired at exp, and the cache does not outlive the token', WAIT, async (t) => {
   // A cache TTL far longer than the token's life: the entry must still end at exp.
-  const { s, oidc } = await setup(t, { AUTH_CACHE_TTL_MS: '600000' })
+  // The service judges exp by its own clock (AppDeps.now): on connect, in the
+  // cache and in the hub. A token that really expired 2 to 3 s after it was
+  // minted raced the test under CPU load (the probe or the second connect could
+  // come after exp). So the provider holds it active for a minute, and the
+  // service's clock stands 250 ms short of its exp (the hub rechecks every
+  // 250 ms) until the test lets it run.
+  const exp = Math.floor(Date.now() / 1000) + 60
+  let now = (): number => exp * 1000 - 250
+  const { s, oidc } = await setup(t, { AUTH_CACHE_TTL_MS: '600000' }, () => now())
   const hub = s.app.notifier.hub
-  // The provider rounds exp down to a second: this token lives 2 to 3 s.
-  const token = await oidc.opaqueToken('alice', { lifetimeS: 3 })
+  const token = await oidc.opaqueToken('alice', { exp })
   const stream = await openStream(t, `${s.base}/notify`, bearer(token))
   t.equal(stream.status, 200)
   t.equal(await deliversTo(s, stream, 'alice'), 'probe', 'events flow before expiry')
@@ -97,6 +106,9 @@ t.test('the stream ends with auth-expired at exp, and the cache does not outlive
   again.close()
   await hubSize(hub, 1)
 
+  // The clock reaches exp and runs on.
+  const from = Date.now()
+  now = () => exp * 1000 + (Date.now() - from)
   await stream.ended
   t.same(stream.events.map((e) => e.event), ['probe', 'auth-expired'], 'auth-expired is the last event')
   await hubSize(hub, 0)
@@ -168,13 +180,16 @@ t.test('wrong client credentials: 503 with Retry-After, an error log, no secret 
 })
 
 t.test('provider down, failing or slow: 503 with Retry-After, and recovery', WAIT, async (t) => {
-  const { s, oidc } = await setup(t, { AUTH_UPSTREAM_TIMEOUT_MS: '300', AUTH_CACHE_TTL_MS: '0' })
+  // The slow provider answers only after the service has given up (its timer
+  // ends with the connection), so the timeout need only be long enough for
+  // the recoveries: an introspection on a loaded machine (300 ms was not always).
+  const { s, oidc } = await setup(t, { AUTH_UPSTREAM_TIMEOUT_MS: '2000', AUTH_CACHE_TTL_MS: '0' })
   const token = await oidc.opaqueToken('alice')
   const outages: [string, () => Promise<void> | void][] = [
     ['closed', () => oidc.stop()],
     ['answering 503', () => oidc.outage({ status: 503 })],
     ['answering 500', () => oidc.outage({ status: 500 })],
-    ['slower than the timeout', () => oidc.outage({ delayMs: 3000 })],
+    ['slower than the timeout', () => oidc.outage({ delayMs: 60_000 })],
   ]
   for (const [name, breakIt] of outages) {
     await breakIt()

@@ -14,7 +14,9 @@ interface Teardown {
 }
 
 // Tests wait on stream events; a regression that leaves one waiting is reported against that test.
-const WAIT = { timeout: 15_000 }
+// Generous: a test also starts redis-server, an upstream or a provider and builds the app,
+// and tears them down: on a loaded machine (load ~20 on 2 cores) one took over 15 s.
+const WAIT = { timeout: 60_000 }
 const JWKS = '/jwks'
 
 

@@ -34,7 +34,9 @@ function upstreamRules(token: string, _req: IncomingMessage, res: ServerResponse
 }
 
 async function buildLogged(t: Parameters<typeof build>[0]): Promise<Built> {
-  const s = await build(t, { env: { AUTH_ALLOW_QUERY_TOKEN: 'true', LOG_LEVEL: 'trace', AUTH_UPSTREAM_TIMEOUT_MS: '200' } })
+  // slowTok* is never answered, so any timeout ends it; the good tokens must be
+  // answered within it, also on a loaded machine (200 ms was not always enough).
+  const s = await build(t, { env: { AUTH_ALLOW_QUERY_TOKEN: 'true', LOG_LEVEL: 'trace', AUTH_UPSTREAM_TIMEOUT_MS: '2000' } })
   s.upstream.handle(upstreamRules)
   return s
 }
