@@ -6,7 +6,8 @@
 // passes through unbuffered (head, heartbeats, an event published meanwhile); a
 // client that stops reading still reaches the service's slow-consumer limit;
 // ordinary routes work; Host and X-Forwarded-* reach the service over kept-alive
-// HTTP/1.1.
+// HTTP/1.1; a stream the service ends (and whose head says `Connection: close`)
+// leaves the client's connection to nginx open for its next request.
 //
 // Not tested, because it takes longer than the snippet's proxy_read_timeout
 // (60 s): that a quiet stream outlives it. It does: proxy_read_timeout bounds
@@ -16,11 +17,12 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { accessSync, constants } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer, type IncomingHttpHeaders, request } from 'node:http'
+import { Agent, createServer, type IncomingHttpHeaders, type IncomingMessage, request } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { SignJWT } from 'jose'
 import t, { type Test } from 'tap'
 import type { SseStream } from '../src/sse/stream.js'
 import { build } from './helpers/app.js'
@@ -252,6 +254,48 @@ if (nginx === undefined) {
     const noToken = await send(`${proxy}/notify`)
     t.equal(noToken.status, 401, '/notify without a token: 401 from the service')
     t.match(noToken.headers['www-authenticate'], /^Bearer /)
+  })
+
+  t.test('a stream the service ends: the client keeps its connection to nginx for the next request', { timeout: TIMEOUT }, async (t) => {
+    // Ended by auth-expired (jwt mode) without racing the wall clock: the token
+    // is valid for 10 minutes, and the hub's clock moves past its exp only when
+    // the test says so (test/keep-alive.test.ts does the same without nginx).
+    const secret = 'nginx-test-secret-long-enough-for-hs256'
+    const exp = Math.floor(Date.now() / 1000) + 600
+    let now = (): number => exp * 1000 - 250
+    const s = await build(t, { broker: 'embedded', env: { AUTH_MODE: 'jwt', JWT_SECRET: secret }, deps: { now: () => now() } })
+    let serviceConnections = 0
+    s.app.server.on('connection', () => serviceConnections++)
+    const proxy = await startNginx(t, nginx, portOf(s.base))
+    const token = await new SignJWT({ sub: 'alice', exp }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(secret))
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+    t.teardown(() => agent.destroy())
+    const get = async (path: string, headers: Record<string, string> = {}) => {
+      const req = request(`${proxy}${path}`, { agent, headers })
+      req.end()
+      const [res] = (await once(req, 'response')) as [IncomingMessage]
+      // The agent detaches a kept-alive socket from the response once it is read.
+      const socket = res.socket
+      res.setEncoding('utf8')
+      const body = (async () => {
+        let text = ''
+        for await (const chunk of res) text += chunk
+        return text
+      })()
+      return { res, socket, body }
+    }
+
+    const stream = await get('/notify', { authorization: `Bearer ${token}`, accept: 'text/event-stream' })
+    t.equal(stream.res.statusCode, 200)
+    t.equal(stream.res.headers.connection, 'keep-alive', "the service's Connection: close is hop-by-hop: nginx keeps the client's connection")
+    now = () => exp * 1000 + 1
+    t.match(await stream.body, /event: auth-expired\ndata: \{\}\n\n$/, 'ended by the service, and the end passed on')
+
+    const health = await get('/healthz')
+    t.equal(health.res.statusCode, 200, 'the next request through the same agent')
+    await health.body
+    t.equal(health.socket, stream.socket, 'on the same client connection to nginx')
+    t.equal(serviceConnections, 2, "to the service on a new connection: nginx did not reuse the stream's")
   })
 
   t.test('TRUST_PROXY set to the proxy: the service sees the client address, not a forged one', { timeout: TIMEOUT }, async (t) => {

@@ -113,7 +113,7 @@ export class Hub extends EventEmitter {
    * make a plain EventSource stop reconnecting for good.
    */
   turnAway(res: ServerResponse, headers: Headers): void {
-    this.#writeHead(res, { ...headers, connection: 'close' })
+    this.#writeHead(res, headers)
     res.end(encodeRetry(this.opts.retryMs))
   }
 
@@ -129,6 +129,12 @@ export class Hub extends EventEmitter {
       'cache-control': 'no-cache, no-transform',
       // nginx would otherwise buffer the stream.
       'x-accel-buffering': 'no',
+      // The connection ends with the stream (stream.ts, #close). Said up front,
+      // so that a keep-alive client (Node's agent, a requests.Session, a pooling
+      // proxy) does not put it back in its pool and send its next request on a
+      // socket being closed ("socket hang up"). Hop-by-hop: nginx keeps its own
+      // client connection open, and simply does not reuse this upstream one.
+      connection: 'close',
     })
   }
 

@@ -200,8 +200,9 @@ export class SseStream implements Scheduled {
       this.res.destroy()
     } else {
       this.res.end()
-      // SSE connections are never reused for another request; closing the
-      // socket once the last chunk is flushed lets the server drain promptly.
+      // SSE connections are never reused for another request, and the head
+      // said so (`Connection: close`, hub.ts): the socket closes once the last
+      // chunk is flushed, which lets the server drain promptly.
       this.res.socket?.end()
     }
     this.onClose(this, reason)
