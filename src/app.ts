@@ -34,7 +34,7 @@ export interface AppDeps {
   commandClient?: CommandClient
   /** Clock, epoch milliseconds. */
   now?: () => number
-  /** JWKS fetch timeout and refetch cooldown (jwt mode with JWT_JWKS_URL). */
+  /** Tests: JWKS fetch timeout, and a refetch cooldown instead of JWT_JWKS_COOLDOWN_MS (jwt mode with JWT_JWKS_URL). */
   jwks?: JwksTiming
   /** Told of every auth cache lookup (upstream and introspection modes), besides the metrics. */
   onCacheLookup?: (result: CacheLookup) => void

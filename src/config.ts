@@ -84,6 +84,16 @@ export const EnvSchema = Type.Object({
   JWT_PUBLIC_KEY: Optional(),
   /** jwt mode: URL of a JWKS document; refetched when a token names an unknown key id. */
   JWT_JWKS_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /**
+   * jwt mode with JWT_JWKS_URL: least time between two JWKS fetches caused by
+   * tokens naming an unknown key id; within it such tokens are refused (401)
+   * without a fetch. Bounds what tokens with made-up `kid`s can make the service
+   * ask of the identity provider: one fetch per cooldown per instance. Also the
+   * longest a key newly published by the provider may be refused. Default
+   * 30000 ms (jose's). At least 1000; at most 600000, jose's cache age: an older
+   * key set is fetched again before the next token anyway.
+   */
+  JWT_JWKS_COOLDOWN_MS: Type.Integer({ default: 30_000, minimum: 1000, maximum: 600_000 }),
   /** jwt mode: comma list of accepted algorithms. Default by key type. Never taken from the token. */
   JWT_ALGORITHMS: Optional(),
   /** jwt mode: required `iss`, checked when set. */
@@ -148,7 +158,7 @@ const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', '
 export type JwtKey =
   | { kind: 'secret'; secret: string }
   | { kind: 'public-key'; pem: string }
-  | { kind: 'jwks'; url: string }
+  | { kind: 'jwks'; url: string; cooldownMs: number }
 
 export type AuthConfig =
   | { mode: 'upstream'; url: string; userField: string; timeoutMs: number; cacheTtlMs: number }
@@ -315,7 +325,7 @@ function authConfig(env: Env): AuthConfig {
       ? { kind: 'secret', secret: env.JWT_SECRET }
       : env.JWT_PUBLIC_KEY !== undefined
         ? { kind: 'public-key', pem: env.JWT_PUBLIC_KEY.replace(/\\n/g, '\n') }
-        : { kind: 'jwks', url: env.JWT_JWKS_URL as string }
+        : { kind: 'jwks', url: env.JWT_JWKS_URL as string, cooldownMs: env.JWT_JWKS_COOLDOWN_MS }
   return {
     mode: 'jwt',
     key,

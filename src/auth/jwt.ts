@@ -10,12 +10,13 @@ import type { Principal, Verifier } from './principal.js'
 
 type JwtConfig = Extract<AuthConfig, { mode: 'jwt' }>
 
+/** Test overrides of the JWKS fetch timing. */
 export interface JwksTiming {
   /** Timeout of one JWKS fetch. Default 5000 ms. */
   timeoutMs?: number
   /**
-   * Least time between two refetches triggered by unknown key ids. Default
-   * 30000 ms: a flood of tokens naming random `kid`s cannot hammer the IdP.
+   * Instead of JWT_JWKS_COOLDOWN_MS (config.key.cooldownMs), e.g. 0 (no
+   * cooldown, which the setting does not allow) for a test that rotates keys.
    */
   cooldownMs?: number
 }
@@ -73,10 +74,12 @@ function resolveKey(config: JwtConfig, jwks: JwksTiming): Uint8Array | KeyObject
       return createPublicKey(config.key.pem)
     case 'jwks':
       // jose caches the key set and refetches it when a token names an unknown
-      // `kid` (key rotation), at most once per cooldown period.
+      // `kid` (key rotation), at most once per cooldown period
+      // (JWT_JWKS_COOLDOWN_MS); a token naming an unknown `kid` within it is
+      // refused without a fetch.
       return createRemoteJWKSet(new URL(config.key.url), {
         timeoutDuration: jwks.timeoutMs ?? 5000,
-        cooldownDuration: jwks.cooldownMs ?? 30_000,
+        cooldownDuration: jwks.cooldownMs ?? config.key.cooldownMs,
       })
   }
 }
