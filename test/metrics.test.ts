@@ -3,14 +3,13 @@
 // text is parsed by our own parser (test/helpers/metrics.ts), not prom-client.
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
-import { connect } from 'node:net'
 import { Redis } from 'ioredis'
 import t from 'tap'
 import type { RedisBroker } from '../src/broker/redis-broker.js'
 import { loadConfig } from '../src/config.js'
 import type { SseStream } from '../src/sse/stream.js'
 import { type Built, build } from './helpers/app.js'
-import { openStalled } from './helpers/hub.js'
+import { openBacklogged, openStalled } from './helpers/hub.js'
 import { type Metrics, metricsOf, scrape } from './helpers/metrics.js'
 import { startRedis } from './helpers/redis.js'
 import { openStream } from './helpers/sse.js'
@@ -452,20 +451,13 @@ t.test('embedded broker: stored copies count under publish; no Redis gauge', asy
 })
 
 t.test('shutdown: closed{shutdown} and opened{draining}', async (t) => {
-  const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '2000' } })
-  // A client that keeps its side open after the server's FIN holds the drain
-  // (and the listening socket) for the grace period.
-  const { port } = new URL(s.base)
-  const stuck = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true })
-  t.teardown(() => stuck.destroy())
-  stuck.resume()
-  await once(stuck, 'connect')
-  const opened = once(s.app.notifier.hub, 'open')
-  stuck.write('GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user-stuck\r\n\r\n')
-  await opened
-  const fin = once(stuck, 'end')
+  const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '6000', SSE_MAX_BUFFER_BYTES: '8388608' } })
+  // A client that stopped reading holds the drain (and the listening socket)
+  // for the grace period.
+  const stuck = await openBacklogged(t, s, 'stuck')
+  const ending = once(s.app.notifier.hub, 'close')
   const closing = s.app.close()
-  await fin
+  await ending
 
   const late = await openStream(t, `${s.base}/notify`, auth('user-late'))
   await late.ended

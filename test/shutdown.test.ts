@@ -6,7 +6,7 @@ import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { build, type Built } from './helpers/app.js'
-import { openStalled } from './helpers/hub.js'
+import { openBacklogged } from './helpers/hub.js'
 import { startRedis } from './helpers/redis.js'
 import { openStream } from './helpers/sse.js'
 import { startUpstream } from './helpers/upstream.js'
@@ -73,33 +73,10 @@ t.test('a connection that never sent a request does not hold shutdown', async (t
   t.ok(ms < 1000, `close() took ${ms.toFixed(0)} ms (the spare connection was cut, not waited for)`)
 })
 
-/**
- * A stream whose client has stopped reading, with frames waiting in the service
- * beyond what the socket buffers took: its last frame cannot be flushed, so the
- * service cannot close that connection (it closes each stream's connection once
- * the last frame is out) and the drain waits for it until the grace period ends.
- */
-async function backloggedStream(t: Test, s: Built): Promise<void> {
-  await openStalled(t, s, 'user-stuck')
-  const [stream] = s.app.notifier.hub.streamsOf(['stuck'])
-  const socket = stream?.socket
-  if (stream === undefined || socket == null) throw new Error('no stream for the stalled client')
-  // Loopback socket buffers take a few MB. Bursts of 150 KB, well below
-  // SSE_MAX_BUFFER_BYTES, until some of it waits in the service.
-  const payload = 'x'.repeat(15_000)
-  const publisher = s.redis.client()
-  while (socket.writableLength === 0) {
-    if (stream.closed) throw new Error('the stalled stream was closed before frames queued up')
-    const p = publisher.pipeline()
-    for (let i = 0; i < 10; i++) p.publish('notifications', JSON.stringify({ recipient_id: 'stuck', payload }))
-    await p.exec()
-  }
-}
-
 t.test('while draining, /notify says "retry" without auth and /readyz says 503', async (t) => {
   const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '6000', SSE_RETRY_MS: '1500', SSE_MAX_BUFFER_BYTES: '8388608' } })
   // A client that stopped reading keeps the drain going for the whole grace period.
-  await backloggedStream(t, s)
+  await openBacklogged(t, s, 'stuck')
   const ending = once(s.app.notifier.hub, 'close')
   const closing = s.app.close()
   await ending // preClose has run: the hub is draining, the server still listens

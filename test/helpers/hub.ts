@@ -1,5 +1,6 @@
 // Waits for the hub to reach a number of open streams, driven by its own
-// open/close events (no polling, no sleeps); makes a stream that stops reading.
+// open/close events (no polling, no sleeps); makes a stream that stops reading,
+// and one that holds a shutdown drain.
 import { once } from 'node:events'
 import { connect, type Socket } from 'node:net'
 import type { Hub } from '../../src/sse/hub.js'
@@ -32,4 +33,31 @@ export async function openStalled(t: { teardown(fn: () => unknown): void }, s: B
   await opened
   stalled.pause()
   return stalled
+}
+
+/**
+ * A stream (user `userId`, upstream token `user-<userId>`) whose client has
+ * stopped reading, with frames waiting in the service beyond what the socket
+ * buffers took: its last frame cannot be flushed, so the service cannot close
+ * the connection (it closes a stream's connection once the last frame is out:
+ * `Connection: close`), and a shutdown drain waits for it until the grace
+ * period ends. Needs the Redis broker, and SSE_MAX_BUFFER_BYTES well above the
+ * 150 KB bursts it publishes (e.g. 8388608). Returns the client's socket.
+ */
+export async function openBacklogged(t: { teardown(fn: () => unknown): void }, s: Built, userId: string): Promise<Socket> {
+  const client = await openStalled(t, s, `user-${userId}`)
+  const [stream] = s.app.notifier.hub.streamsOf([userId])
+  const socket = stream?.socket
+  if (stream === undefined || socket == null) throw new Error(`no stream for the stalled client ${userId}`)
+  // Loopback socket buffers take a few MB: bursts well below
+  // SSE_MAX_BUFFER_BYTES until some of it waits in the service.
+  const payload = 'x'.repeat(15_000)
+  const publisher = s.redis.client()
+  while (socket.writableLength === 0) {
+    if (stream.closed) throw new Error('the stalled stream was closed before frames queued up')
+    const p = publisher.pipeline()
+    for (let i = 0; i < 10; i++) p.publish('notifications', JSON.stringify({ recipient_id: userId, payload }))
+    await p.exec()
+  }
+  return client
 }
