@@ -18,12 +18,14 @@ function read(range: StoredEvent[], ...tip: [Position | undefined] | []): Histor
 
 const RESYNC = (position: Position) => ({ resync: true, position, replay: [] })
 
-t.test('no from (a fresh live stream): stand at the tip, replay nothing', async (t) => {
-  t.same(decide(undefined, read([], { ms: 50, seq: 2 }), SIZE), { resync: false, position: { ms: 50, seq: 2 }, replay: [] })
-  t.same(decide(undefined, read([], undefined), SIZE), { resync: false, position: START, replay: [] }, 'empty history: START')
+t.test('no from (a fresh live stream): stand at the tip, replay nothing, announce it', async (t) => {
+  t.strictSame(decide(undefined, read([], { ms: 50, seq: 2 }), SIZE), { resync: false, position: { ms: 50, seq: 2 }, replay: [], announce: true })
+  t.strictSame(decide(undefined, read([], undefined), SIZE), { resync: false, position: START, replay: [], announce: true }, 'empty history: START')
   // Even if a broker returned entries, a live stream replays none of them.
   const out = decide(undefined, read([entry(10), entry(20)]), SIZE)
-  t.same(out, { resync: false, position: { ms: 20, seq: 0 }, replay: [] })
+  t.strictSame(out, { resync: false, position: { ms: 20, seq: 0 }, replay: [], announce: true })
+  // A stream resuming from an id has its own: nothing to announce.
+  t.equal(decide(START, read([]), SIZE).announce, undefined)
 })
 
 t.test('from START with fewer entries than the history size: replay them all', async (t) => {
