@@ -90,6 +90,8 @@ export async function runRouting(o: Options, run: number): Promise<Record<string
         takenOffRedis: { classic: after.classic - before.classic, user: after.user - before.user },
         userChannels: after.userChannels,
         subscriberConnections: after.subscriberConnections,
+        /** Longest event-loop stall in the window (a stall over 2 s makes ioredis drop a quiet connection). */
+        eventLoopLagMaxMs: after.eventLoopLagMaxMs,
         ...(logs[k]?.lines && { serviceLog: logs[k] }),
         ...(services[k]?.proc.exitCode !== null && { crashed: services[k]?.proc.exitCode }),
       }

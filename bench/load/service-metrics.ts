@@ -9,6 +9,8 @@ export interface RedisIntake {
   userChannels: number
   /** Subscriber connections open now. */
   subscriberConnections: number
+  /** Longest event-loop delay since the previous scrape (prom-client resets it on each), in ms. */
+  eventLoopLagMaxMs: number
 }
 
 /** NaN for what a build does not report (one before per-user routing). */
@@ -25,5 +27,6 @@ export async function redisIntake(port: number): Promise<RedisIntake> {
     user: value('notify_redis_messages_total{channel="user"}'),
     userChannels: value('notify_redis_user_channels'),
     subscriberConnections: value('notify_redis_subscriber_connections'),
+    eventLoopLagMaxMs: +(value('nodejs_eventloop_lag_max_seconds') * 1000).toFixed(1),
   }
 }
