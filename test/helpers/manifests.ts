@@ -1,0 +1,40 @@
+// Shared by the tests of the deploy files (kubernetes, compose-scaled): YAML
+// read by python3's PyYAML (docker-compose's own YAML library, which .ci/run
+// installs with it; the project has no YAML parser of its own), a tool that
+// must be there in CI and may be absent on a developer's machine, and the
+// check that an environment holds only real settings of the service.
+import { spawnSync } from 'node:child_process'
+import { EnvSchema } from '../../src/config.js'
+
+/** Every document of a YAML stream, as JSON values. Throws with python's error. */
+export function yamlDocs(text: string): unknown[] {
+  const r = spawnSync('python3', ['-c', 'import json, sys, yaml; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)'], {
+    input: text,
+    encoding: 'utf8',
+  })
+  if (r.status !== 0) throw new Error(`python3 yaml: ${r.error?.message ?? r.stderr}`)
+  return JSON.parse(r.stdout) as unknown[]
+}
+
+/**
+ * Runs `cmd args` and returns its stdout; throws with its stderr when it fails.
+ */
+export function run(cmd: string, args: string[], opts: { cwd?: string } = {}): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024, ...opts })
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.error?.message ?? r.stderr}`)
+  return r.stdout
+}
+
+/**
+ * Why a test of `tool` cannot run here, or false when it can: a command that
+ * does not start, or python3 without PyYAML. CI installs them (.ci/run).
+ */
+export function missing(tool: string, args: string[]): string | false {
+  return spawnSync(tool, args, { stdio: 'ignore' }).status === 0 ? false : `${tool} is not installed (.ci/run installs it)`
+}
+export const noYaml = (): string | false => missing('python3', ['-c', 'import yaml'])
+
+/** Names in `env` that are no setting of src/config.ts (and src/redis-config.ts, spread into it). */
+export function unknownSettings(env: Record<string, unknown>): string[] {
+  return Object.keys(env).filter((k) => !Object.hasOwn(EnvSchema.properties, k))
+}
