@@ -8,6 +8,8 @@ const TokenMissing = createError('NOTIFY_TOKEN_MISSING', 'Missing bearer token',
 const TokenMalformed = createError('NOTIFY_TOKEN_MALFORMED', 'Malformed credentials: %s', 401, TypeError, false)
 const TokenRejected = createError('NOTIFY_TOKEN_REJECTED', 'Invalid or expired token', 401, TypeError, false)
 const NotFound = createError('NOTIFY_NOT_FOUND', 'Route %s:%s not found', 404, Error, false)
+const NotAcceptable = createError(
+  'NOTIFY_NOT_ACCEPTABLE', 'Accept names neither text/event-stream nor application/x-ndjson', 406, TypeError, false)
 const AuthUnavailable = createError('NOTIFY_AUTH_UNAVAILABLE', 'Authentication service unavailable, retry later', 503, Error, false)
 const PublishUnauthorized = createError('NOTIFY_PUBLISH_UNAUTHORIZED', 'Missing or wrong publish token', 401, TypeError, false)
 const PublishUnavailable = createError(
@@ -91,6 +93,8 @@ export const errors = {
     Object.assign(new InvalidEvent(`${where(details)}: ${why}`), { details }) as EventError,
   eventTooLarge: (details: EventErrorDetails, why: string): EventError =>
     Object.assign(new EventTooLarge(`${where(details)}: ${why}`), { details }) as EventError,
+  /** GET /notify: the client accepts neither stream format (sse/accept.ts). */
+  notAcceptable: (): ClientError => new NotAcceptable() as ClientError,
   /** `url` must already be redacted: it is echoed to the client and logged. */
   notFound: (method: string, url: string): ClientError => new NotFound(method, url) as ClientError,
 }

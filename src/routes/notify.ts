@@ -7,6 +7,7 @@ import type { Authenticate } from '../auth/authenticate.js'
 import type { Principal } from '../auth/principal.js'
 import { errors, isClientError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
+import { negotiate } from '../sse/accept.js'
 import type { Admission } from '../sse/admission.js'
 import type { Hub } from '../sse/hub.js'
 import type { Resumer } from '../sse/resume.js'
@@ -35,6 +36,11 @@ function lastEventId(headers: Record<string, unknown>, query: unknown): string |
   if (param === undefined || param === '') return undefined
   // A repeated parameter arrives as an array: malformed, hence a resync.
   return typeof param === 'string' ? param : ''
+}
+
+/** Adds Accept to a Vary a plugin may have set (CORS: Origin). */
+function varyAccept(vary: unknown): string {
+  return typeof vary === 'string' && vary !== '' ? `${vary}, Accept` : 'Accept'
 }
 
 export async function notifyRoute(app: FastifyInstance, deps: NotifyDeps): Promise<void> {
@@ -76,11 +82,15 @@ export async function notifyRoute(app: FastifyInstance, deps: NotifyDeps): Promi
       ...(perMinute > 0 && { config: { rateLimit: { max: perMinute, timeWindow: 60_000 } } }),
     },
     async (request, reply) => {
+      // The answer depends on Accept (SSE or NDJSON); refused first, as it costs nothing.
+      reply.header('vary', varyAccept(reply.getHeader('vary')))
+      const format = negotiate(request.headers.accept)
+      if (format === undefined) throw errors.notAcceptable()
       if (hub.closing) {
         // Draining: no need to check credentials to say "come back later".
         metrics.opened('draining')
         reply.hijack()
-        hub.turnAway(reply.raw, reply.getHeaders() as Record<string, string>)
+        hub.turnAway(reply.raw, reply.getHeaders() as Record<string, string>, format)
         return reply
       }
       // The idle timeout of non-streaming requests must not cut a slow auth
@@ -108,13 +118,13 @@ export async function notifyRoute(app: FastifyInstance, deps: NotifyDeps): Promi
         res.destroy()
         return reply
       }
-      const stream = hub.open(res, principal.userId, reply.getHeaders() as Record<string, string>, principal.expiresAt)
+      const stream = hub.open(res, principal.userId, reply.getHeaders() as Record<string, string>, principal.expiresAt, format)
       if (stream === undefined) {
         metrics.opened('draining')
         return reply
       }
       metrics.opened('ok')
-      request.log.debug({ userId: principal.userId }, 'stream opened')
+      request.log.debug({ userId: principal.userId, format }, 'stream opened')
       resumer.join(stream, lastEventId(request.headers, request.query))
       return reply
     },

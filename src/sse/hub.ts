@@ -4,8 +4,9 @@ import { EventEmitter } from 'node:events'
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Framed } from '../history/replay.js'
+import type { Format } from './accept.js'
 import { Deadlines } from './deadlines.js'
-import { encodeComment, encodeEvent, encodeRetry } from './frame.js'
+import { type Framer, framers } from './framer.js'
 import { Router } from './router.js'
 import { type CloseReason, type Headers, SseStream } from './stream.js'
 
@@ -22,7 +23,6 @@ export interface HubStats {
   deliveries: number
 }
 
-const HEARTBEAT = Buffer.from(encodeComment())
 /**
  * Heartbeats are spread over the interval: each stream belongs to one of
  * BEAT_SLOTS groups and one group is checked per tick, so that no single tick
@@ -30,7 +30,6 @@ const HEARTBEAT = Buffer.from(encodeComment())
  * 16 groups, still ~15 ms).
  */
 const BEAT_SLOTS = 64
-const AUTH_EXPIRED = Buffer.from(encodeEvent({ event: 'auth-expired', data: '{}' }))
 
 /** Emits 'open' (stream) and 'close' (stream, reason); used by tests and logs. */
 export class Hub extends EventEmitter {
@@ -40,16 +39,17 @@ export class Hub extends EventEmitter {
   readonly #beatSlots: Set<SseStream>[] = Array.from({ length: BEAT_SLOTS }, () => new Set())
   readonly #expiries: Deadlines<SseStream>
   readonly #heartbeat: NodeJS.Timeout
-  readonly #hello: Buffer
+  /** Each format's frames, made once and shared by the streams in that format. */
+  readonly #framers: Record<Format, Framer>
   #closing = false
   #opened = 0
   #tick = 0
 
   constructor(private readonly opts: HubOptions) {
     super()
-    this.#expiries = new Deadlines((s) => s.end('expired', AUTH_EXPIRED), opts.now)
+    this.#expiries = new Deadlines((s) => s.end('expired'), opts.now)
     this.#heartbeat = setInterval(this.#beat, Math.max(1, Math.floor(opts.heartbeatIntervalMs / BEAT_SLOTS))).unref()
-    this.#hello = Buffer.from(encodeRetry(opts.retryMs) + encodeComment('connected'))
+    this.#framers = framers(opts.retryMs)
   }
 
   /** Open streams. */
@@ -82,14 +82,15 @@ export class Hub extends EventEmitter {
    * Registers a held stream: live events for it are queued from now on, and
    * nothing is written until it is positioned (resume.ts), so an event published
    * once the client has seen the head is always delivered. `headers` carries
-   * what plugins set on the reply (CORS).
+   * what plugins set on the reply (CORS); `format`, what the request accepts.
    */
-  open(res: ServerResponse, userId: string, headers: Headers, expiresAt?: number): SseStream | undefined {
+  open(res: ServerResponse, userId: string, headers: Headers, expiresAt?: number, format: Format = 'sse'): SseStream | undefined {
     if (this.#closing) {
-      this.turnAway(res, headers)
+      this.turnAway(res, headers, format)
       return undefined
     }
-    const stream = new SseStream(userId, res, headers, this.opts.maxBufferBytes, this.#open, this.#onStreamClose)
+    const framer = this.#framers[format]
+    const stream = new SseStream(userId, res, headers, this.opts.maxBufferBytes, framer, this.#open, this.#onStreamClose)
     stream.beatSlot = this.#opened++ % BEAT_SLOTS
     this.#beatSlots[stream.beatSlot]?.add(stream)
     this.#router.add(userId, stream)
@@ -112,20 +113,21 @@ export class Hub extends EventEmitter {
    * to come back (to another instance, behind a load balancer). A 503 here would
    * make a plain EventSource stop reconnecting for good.
    */
-  turnAway(res: ServerResponse, headers: Headers): void {
-    this.#writeHead(res, headers)
-    res.end(encodeRetry(this.opts.retryMs))
+  turnAway(res: ServerResponse, headers: Headers, format: Format = 'sse'): void {
+    const framer = this.#framers[format]
+    this.#writeHead(res, headers, framer)
+    res.end(framer.retry)
   }
 
-  #open = (res: ServerResponse, headers: Headers): void => {
-    this.#writeHead(res, headers)
-    res.write(this.#hello)
+  #open = (res: ServerResponse, headers: Headers, framer: Framer): void => {
+    this.#writeHead(res, headers, framer)
+    res.write(framer.hello)
   }
 
-  #writeHead(res: ServerResponse, headers: Headers): void {
+  #writeHead(res: ServerResponse, headers: Headers, framer: Framer): void {
     res.writeHead(200, {
       ...headers,
-      'content-type': 'text/event-stream; charset=utf-8',
+      'content-type': framer.contentType,
       'cache-control': 'no-cache, no-transform',
       // nginx would otherwise buffer the stream.
       'x-accel-buffering': 'no',
@@ -191,12 +193,11 @@ export class Hub extends EventEmitter {
     this.#closing = true
     clearInterval(this.#heartbeat)
     this.#expiries.clear()
-    // One buffer for every stream: framed once, and chunked once (stream.ts).
-    const last = Buffer.from(encodeRetry(this.opts.retryMs))
+    // One buffer per format for every stream: framed once, and chunked once (stream.ts).
     const sockets: Socket[] = []
     for (const stream of [...this.#router.all()]) {
       const socket = stream.socket
-      stream.end('shutdown', last)
+      stream.end('shutdown')
       if (socket !== null && !socket.destroyed) sockets.push(socket)
     }
     if (sockets.length === 0) return
@@ -219,7 +220,7 @@ export class Hub extends EventEmitter {
   #beat = (): void => {
     const group = this.#beatSlots[this.#tick++ % BEAT_SLOTS] ?? []
     // Held streams too (catching up, or waiting out an outage), once their head is out.
-    for (const stream of group) stream.beat(HEARTBEAT)
+    for (const stream of group) stream.beat()
   }
 
   #onStreamClose = (stream: SseStream, reason: CloseReason): void => {

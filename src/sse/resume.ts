@@ -13,7 +13,6 @@ import type { Broker } from '../broker/broker.js'
 import { type Position, parseEventId, recipientTag, START } from '../history/event-id.js'
 import { decide, type Outcome } from '../history/replay.js'
 import type { LogLimiter } from '../log-limiter.js'
-import { encodeRetry } from './frame.js'
 import type { Hub } from './hub.js'
 import type { SseStream } from './stream.js'
 
@@ -34,7 +33,6 @@ export interface ResumeOptions {
   broker: Broker
   /** HISTORY_SIZE; 0 means no history: every stream starts live. */
   historySize: number
-  retryMs: number
   logs: LogLimiter
 }
 
@@ -46,7 +44,6 @@ const CATCH_UP_TRIES = 10
 
 export class Resumer {
   readonly stats: ResumeStats = { replayed: 0, resyncs: { malformed: 0, foreign: 0, gone: 0 }, catchUps: 0, unavailable: 0 }
-  readonly #retry: Buffer
   // Bumped on every broker recovery. A read issued before the latest recovery
   // may miss events published while live delivery was down, so it is redone.
   #epoch = 0
@@ -60,7 +57,6 @@ export class Resumer {
   #retryTimer: NodeJS.Timeout | undefined
 
   constructor(private readonly opts: ResumeOptions) {
-    this.#retry = Buffer.from(encodeRetry(opts.retryMs))
     opts.hub.on('close', (stream: SseStream) => {
       if (!this.#attached.delete(stream)) return
       opts.broker.detach(stream.userId)
@@ -191,7 +187,7 @@ export class Resumer {
   #unavailable(stream: SseStream, err: unknown): void {
     this.stats.unavailable++
     this.opts.logs.write('warn', 'history-read', { err: { message: (err as Error).message } }, 'history or subscription unavailable; stream told to reconnect')
-    stream.end('unavailable', this.#retry)
+    stream.end('unavailable')
   }
 
   #resync(reason: ResyncReason, position: Position): Outcome {

@@ -5,29 +5,21 @@
 // then what it missed, then what was queued, deduplicated by event id.
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { formatEventId, isAfter, type Position, recipientTag, START } from '../history/event-id.js'
+import { isAfter, type Position, START } from '../history/event-id.js'
 import type { Framed, Outcome } from '../history/replay.js'
 import type { Scheduled } from './deadlines.js'
-import { encodeChunk, encodeEvent } from './frame.js'
+import { encodeChunk } from './frame.js'
+import type { Framer } from './framer.js'
 
 export type CloseReason = 'client' | 'slow' | 'expired' | 'shutdown' | 'unavailable'
 
 export type Headers = Record<string, string | string[] | number>
 
 /** Writes a stream's response head and first bytes; one per hub, shared by its streams. */
-export type Opener = (res: ServerResponse, headers: Headers) => void
+export type Opener = (res: ServerResponse, headers: Headers, framer: Framer) => void
 
-const RESYNC = Buffer.from(encodeEvent({ event: 'resync', data: '{}' }))
-
-/**
- * Where a stream stands, when it has no id of its own there (a first visit, a
- * resync): the `id:` updates a plain EventSource's last event id, sent back as
- * Last-Event-ID when it reconnects; the event name lets the client helper,
- * which reconnects by itself, learn it too. Nobody else listens for it.
- */
-export function positionFrame(position: Position, userId: string): Buffer {
-  return Buffer.from(encodeEvent({ event: 'position', id: formatEventId(position, recipientTag(userId)), data: '{}' }))
-}
+/** The frame a stream the service ends gets last, by why it ends. */
+const LAST = { expired: 'authExpired', shutdown: 'retry', unavailable: 'retry' } as const
 // After the head, frames go straight to the socket as HTTP/1.1 chunks (what
 // ServerResponse would do with three writes and two string conversions per
 // frame). An event is written to all its recipients' streams one after the
@@ -63,6 +55,8 @@ export class SseStream implements Scheduled {
     private readonly res: ServerResponse,
     headers: Headers,
     private readonly maxBufferBytes: number,
+    /** SSE or NDJSON, as the request asked (accept.ts). */
+    readonly framer: Framer,
     private readonly opener: Opener,
     private readonly onClose: (stream: SseStream, reason: CloseReason) => void,
   ) {
@@ -85,8 +79,9 @@ export class SseStream implements Scheduled {
    * bounded: past maxBufferBytes the stream is destroyed rather than buffered
    * without limit.
    */
-  send(frame: Buffer): void {
+  send(sse: Buffer): void {
     if (this.closed) return
+    const frame = this.framer.event(sse)
     if (this.#pending !== null) this.#queue(frame, frame.length)
     else this.#write(frame)
   }
@@ -97,21 +92,22 @@ export class SseStream implements Scheduled {
    * silent for two intervals). Written even while held (it is no event), once
    * the head is out.
    */
-  beat(frame: Buffer): void {
+  beat(): void {
     if (this.closed || this.#headers !== null) return
     if (this.#wrote) {
       this.#wrote = false
       return
     }
-    this.#write(frame)
+    this.#write(this.framer.heartbeat)
     this.#wrote = false
   }
 
   /** Writes a stored event unless this stream already has it. */
   sendStored(event: Framed): void {
     if (this.closed) return
-    if (this.#pending !== null) this.#queue(event, event.frame.length)
-    else this.#writeStored(event)
+    const framed = this.#reframe(event)
+    if (this.#pending !== null) this.#queue(framed, framed.frame.length)
+    else this.#writeStored(framed)
   }
 
   /** Queues live events from now on (while the history is read again). */
@@ -124,13 +120,13 @@ export class SseStream implements Scheduled {
     if (this.closed) return
     this.#open()
     if (outcome.resync) {
-      this.#write(RESYNC)
+      this.#write(this.framer.resync)
       this.position = outcome.position
     } else {
-      for (const event of outcome.replay) this.#writeStored(event)
+      for (const event of outcome.replay) this.#writeStored(this.#reframe(event))
       if (isAfter(outcome.position, this.position)) this.position = outcome.position
     }
-    if (outcome.announce === true && !this.closed) this.#write(positionFrame(this.position, this.userId))
+    if (outcome.announce === true && !this.closed) this.#write(this.framer.position(this.position, this.userId))
   }
 
   /** Writes what was queued, in order, and goes live. */
@@ -146,21 +142,27 @@ export class SseStream implements Scheduled {
     }
   }
 
-  /** Sends a last frame (if any) and ends the response and the connection. */
-  end(reason: Exclude<CloseReason, 'client' | 'slow'>, last?: Buffer): void {
+  /** Sends the last frame of `reason` (auth-expired, or a retry hint) and ends the response and the connection. */
+  end(reason: Exclude<CloseReason, 'client' | 'slow'>): void {
     if (this.closed) return
     this.#open()
-    if (last !== undefined) this.#write(last)
+    this.#write(this.framer[LAST[reason]])
     if (this.closed) return
     this.#close(reason, false)
   }
 
   #open(): void {
     if (this.#headers === null) return
-    this.opener(this.res, this.#headers)
+    this.opener(this.res, this.#headers, this.framer)
     this.#headers = null
     // Node decides on chunked encoding as the head goes out; HTTP/1.0 gets a plain body.
     if ((this.res as ServerResponse & { chunkedEncoding?: boolean }).chunkedEncoding === true) this.#direct = this.res.socket
+  }
+
+  /** A stored event in this stream's format (the same object for SSE). */
+  #reframe(event: Framed): Framed {
+    const frame = this.framer.event(event.frame)
+    return frame === event.frame ? event : { position: event.position, frame }
   }
 
   #writeStored(event: Framed): void {
