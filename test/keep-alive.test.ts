@@ -9,12 +9,12 @@
 // the hub's clock (AppDeps.now) stands 250 ms short of its exp until the test
 // moves it past exp; the hub's expiry timer, which rechecks every 250 ms while
 // the deadline is ahead, then ends the stream at its next check.
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { Agent, type IncomingMessage, request } from 'node:http'
 import { SignJWT } from 'jose'
 import t, { type Test } from 'tap'
 import { build, type Built } from './helpers/app.js'
+import { requestsTest, runPython } from './helpers/python.js'
 
 const SECRET = 'keep-alive-test-secret-long-enough-for-hs256'
 const WAIT = { timeout: 60_000 }
@@ -95,59 +95,9 @@ except Exception as err:
 print(json.dumps({"body": body, **outcome}), flush=True)
 `
 
-function hasRequests(): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = spawn('python3', ['-c', 'import requests'], { stdio: 'ignore' })
-    probe.once('error', () => resolve(false))
-    probe.once('exit', (code) => resolve(code === 0))
-  })
-}
-
-const PYTHON_TEST = 'Python requests.Session: a stream ended by auth-expired, then an ordinary request on the same session'
-if (!(await hasRequests())) {
-  if (process.env.CI) t.fail('python3 with requests not found: CI must install it; .ci/run installs the Debian package python3-requests')
-  else t.test(PYTHON_TEST, { skip: 'python3 with requests not found; to run this test: sudo apt-get install -y python3-requests' }, () => {})
-} else t.test(PYTHON_TEST, WAIT, async (t) => {
+await requestsTest(t, 'Python requests.Session: a stream ended by auth-expired, then an ordinary request on the same session', WAIT, async (t) => {
   const { s, token, expire, connections } = await expiringStream(t)
-  const child = spawn('python3', ['-c', PYTHON_CLIENT, s.base, token], { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => child.kill())
-  let stderr = ''
-  child.stderr.on('data', (d: Buffer) => (stderr += d))
-  // Lines as they come; line(n) waits for the n-th, and fails if python exits first.
-  const lines: Record<string, unknown>[] = []
-  let partial = ''
-  let closed = false
-  const waiters = new Set<() => void>()
-  const wake = () => {
-    for (const w of [...waiters]) w()
-  }
-  child.stdout.on('data', (d: Buffer) => {
-    partial += d
-    for (let i = partial.indexOf('\n'); i >= 0; i = partial.indexOf('\n')) {
-      lines.push(JSON.parse(partial.slice(0, i)) as Record<string, unknown>)
-      partial = partial.slice(i + 1)
-    }
-    wake()
-  })
-  const exited = once(child, 'close')
-  child.once('close', () => {
-    closed = true
-    wake()
-  })
-  const line = (n: number) =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const check = () => {
-        if (lines.length >= n) {
-          waiters.delete(check)
-          resolve(lines[n - 1] as Record<string, unknown>)
-        } else if (closed) {
-          waiters.delete(check)
-          reject(new Error(`python exited before line ${n}: ${stderr}`))
-        }
-      }
-      waiters.add(check)
-      check()
-    })
+  const { line, exited, stderr } = runPython(t, PYTHON_CLIENT, [s.base, token])
 
   t.same(await line(1), { status: 200, connection: 'close' }, 'the stream opened; its head announces the close')
   expire()
@@ -155,6 +105,5 @@ if (!(await hasRequests())) {
   t.match(after.body, /event: auth-expired\ndata: \{\}\n\n$/, 'ended by auth-expired')
   t.same({ status: after.status, error: after.error }, { status: 200, error: undefined }, 'the next request on the session succeeds')
   t.equal(connections(), 2, 'on a new connection')
-  const [code] = (await exited) as [number | null]
-  t.equal(code, 0, stderr)
+  t.equal(await exited, 0, stderr())
 })

@@ -21,15 +21,22 @@ export function hubSize(hub: Hub, size: number): Promise<void> {
 }
 
 /**
- * A raw socket that asks for a stream as `token` and, once the hub has opened
- * it, never reads again: a slow consumer in the making.
+ * A raw socket that asks for a stream as `token` (with `headers`; no Accept
+ * unless given) and, once the hub has opened it, never reads again: a slow
+ * consumer in the making.
  */
-export async function openStalled(t: { teardown(fn: () => unknown): void }, s: Built, token: string): Promise<Socket> {
+export async function openStalled(
+  t: { teardown(fn: () => unknown): void },
+  s: Built,
+  token: string,
+  headers: Record<string, string> = {},
+): Promise<Socket> {
   const stalled = connect(Number(new URL(s.base).port), '127.0.0.1')
   t.teardown(() => stalled.destroy())
   await once(stalled, 'connect')
   const opened = once(s.app.notifier.hub, 'open')
-  stalled.write(`GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`)
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  stalled.write(`GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n${extra}\r\n`)
   await opened
   stalled.pause()
   return stalled
