@@ -6,9 +6,8 @@
 import { once } from 'node:events'
 import { SignJWT } from 'jose'
 import t from 'tap'
-import type { SseStream } from '../src/sse/stream.js'
 import { build } from './helpers/app.js'
-import { hubSize, openBacklogged, openStalled } from './helpers/hub.js'
+import { floodUntilClosed, hubSize, openBacklogged, openStalled } from './helpers/hub.js'
 import { openNdjson } from './helpers/ndjson.js'
 import { openStream } from './helpers/sse.js'
 
@@ -177,21 +176,7 @@ t.test('an NDJSON reader that stops reading is closed as slow; others keep recei
   await openStalled(t, s, 'user-slow', { accept: 'application/x-ndjson' })
   const [slow] = s.app.notifier.hub.streamsOf(['slow'])
   t.equal(slow?.framer.format, 'ndjson')
-  const closed = new Promise<string>((resolve) => {
-    s.app.notifier.hub.on('close', (stream: SseStream, reason: string) => {
-      if (stream.userId === 'slow') resolve(reason)
-    })
-  })
-  let done = false
-  void closed.then(() => (done = true))
-  const payload = 'x'.repeat(15_000)
-  const publisher = s.redis.client()
-  for (let batch = 0; batch < 200 && !done; batch++) {
-    const p = publisher.pipeline()
-    for (let i = 0; i < 50; i++) p.publish('notifications', JSON.stringify({ recipient_id: 'slow', payload }))
-    await p.exec()
-  }
-  t.equal(await closed, 'slow')
+  t.equal(await floodUntilClosed(s, 'slow'), 'slow')
   await s.publish({ recipient_id: 'fast', type: 'still-fine' })
   t.match((await healthy.next(3))[2], { type: 'still-fine' })
 })

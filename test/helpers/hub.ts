@@ -4,6 +4,7 @@
 import { once } from 'node:events'
 import { connect, type Socket } from 'node:net'
 import type { Hub } from '../../src/sse/hub.js'
+import type { CloseReason, SseStream } from '../../src/sse/stream.js'
 import type { Built } from './app.js'
 
 export function hubSize(hub: Hub, size: number): Promise<void> {
@@ -40,6 +41,29 @@ export async function openStalled(
   await opened
   stalled.pause()
   return stalled
+}
+
+/**
+ * Publishes 15 KB live events for `userId` (Redis broker), in bursts, until the
+ * hub closes that user's stream; resolves with why it was closed. Kernel socket
+ * buffers absorb several MB first; bounded at 10,000 events.
+ */
+export async function floodUntilClosed(s: Built, userId: string): Promise<CloseReason> {
+  const closed = new Promise<CloseReason>((resolve) => {
+    s.app.notifier.hub.on('close', (stream: SseStream, reason: CloseReason) => {
+      if (stream.userId === userId) resolve(reason)
+    })
+  })
+  let done = false
+  void closed.then(() => (done = true))
+  const payload = 'x'.repeat(15_000)
+  const publisher = s.redis.client()
+  for (let batch = 0; batch < 200 && !done; batch++) {
+    const p = publisher.pipeline()
+    for (let i = 0; i < 50; i++) p.publish('notifications', JSON.stringify({ recipient_id: userId, payload }))
+    await p.exec()
+  }
+  return closed
 }
 
 /**
