@@ -11,8 +11,12 @@
 # `npm test` cannot: a runtime import of a dev dependency, a file missing from
 # dist/, a broken entry point or shutdown, a compose environment the service
 # refuses. Not rehearsed: the non-root user, the base image itself.
+# It runs on the `node` first on PATH (npm included, whose script runs on it):
+# .ci/run runs it on the image's Node (.ci/image-node.sh) and on the machine's.
 # shellcheck source=.ci/lib.sh
 . "$(dirname "$0")/lib.sh"
+
+step "node: $(node --version) ($(command -v node)), npm $(npm --version)"
 
 step "build (only when dist/ is missing or older than src/)"
 if [[ ! -f $ROOT/dist/server.js ]] || [[ -n $(find "$ROOT/src" -newer "$ROOT/dist/server.js" -print -quit) ]]; then
