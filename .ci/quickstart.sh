@@ -53,8 +53,11 @@ PORT=$DPORT setsid npm run demo >"$WORK/demo.log" 2>&1 &
 DPID=$!
 groups+=("$DPID")
 wait_for 60 "demo page at $DEMO/" is_200 "$DEMO/"
-curl -sf "$DEMO/" | grep -q 'id="sign-in"' || fail "the demo page has no sign-in form"
-curl -sf "$DEMO/client.js" | grep -q 'export function connectNotify' || fail "the demo does not serve /client.js"
+# Into files, then grep: `curl | grep -q` fails under pipefail whenever grep
+# exits on its match before curl has written the rest (curl: broken pipe).
+curl -sf -o "$WORK/demo-page.html" "$DEMO/" && grep -q 'id="sign-in"' "$WORK/demo-page.html" || fail "the demo page has no sign-in form"
+curl -sf -o "$WORK/demo-client.js" "$DEMO/client.js" && grep -q 'export function connectNotify' "$WORK/demo-client.js" ||
+  fail "the demo does not serve /client.js"
 jar=$WORK/demo-cookies
 curl -sf -c "$jar" -H 'content-type: application/json' -d '{"user":"alice"}' "$DEMO/demo/session" >/dev/null ||
   fail "demo sign-in failed"

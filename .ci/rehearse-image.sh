@@ -119,7 +119,10 @@ step "the Dockerfile's HEALTHCHECK command, as written there"
 echo "HEALTHCHECK exits 0"
 
 step "GET /client.js: the browser helper ships in the image (dist/client)"
-curl -sf "$BASE/client.js" | grep -q 'export function connectNotify' || fail "/client.js missing from the production build"
+# Into a file, then grep: `curl | grep -q` fails under pipefail whenever grep
+# exits on its match before curl has written the rest (curl: broken pipe).
+curl -sf -o "$WORK/client.js" "$BASE/client.js" || fail "GET /client.js failed"
+grep -q 'export function connectNotify' "$WORK/client.js" || fail "/client.js missing from the production build"
 echo "/client.js 200"
 
 step "a bad token is refused"
