@@ -3,6 +3,8 @@
 // sharded pub/sub), subscribes with a user's first stream and unsubscribes
 // after the last, batches a connect storm into a few commands, and confirms a
 // stream's subscription before it reads that stream's place in the history.
+import { once } from 'node:events'
+import { connect } from 'node:net'
 import type { Redis } from 'ioredis'
 import t from 'tap'
 import { liveChannel } from '../src/broker/keys.js'
@@ -99,6 +101,29 @@ t.test("a user's channel comes with their first stream and goes after their last
   const again = await openStream(t, `${s.base}/notify`, auth('dave'))
   await s.store({ recipient_id: 'dave', type: 'back' })
   t.equal((await again.nextEvents(1))[0]?.event, 'back')
+})
+
+t.test('a stream that leaves while its subscription is on its way leaves no channel behind', async (t) => {
+  // Passes look only at users who came or went: one whose last stream closed
+  // before Redis confirmed the channel must be looked at again once it is.
+  const redis = await startRedis(t)
+  const admin = redis.client()
+  const proxy = await startHoldProxy(t, redis.port, ['notify-subscriber', 'notify-commands'])
+  const s = await build(t, { redis, env: { REDIS_URL: proxy.url, REDIS_COMMAND_TIMEOUT_MS: '60000' } })
+  proxy.hold('notify-subscriber')
+  const ghost = connect(Number(new URL(s.base).port), '127.0.0.1')
+  t.teardown(() => ghost.destroy())
+  await once(ghost, 'connect')
+  ghost.write('GET /notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user-ghost\r\n\r\n')
+  await proxy.somethingHeld() // ghost's SSUBSCRIBE, sent, not heard yet
+  ghost.destroy()
+  await hubSize(s.app.notifier.hub, 0)
+  proxy.release()
+  // zed's channel is confirmed in the same pass as ghost's goes, or a later one.
+  await openStream(t, `${s.base}/notify`, auth('zed'))
+  t.equal(subscriptionsOf(s).channels, 1, "zed's channel only")
+  for (let i = 0; i < 500 && (await shardSubscribers(admin, ['ghost']))[0] !== 0; i++) await new Promise((r) => setTimeout(r, 10))
+  t.same(await shardSubscribers(admin, ['ghost', 'zed']), [0, 1], 'Redis agrees')
 })
 
 t.test('a connect storm is subscribed in a few batched commands, not one per connect', async (t) => {

@@ -7,7 +7,10 @@
 // last one's close stops wanting it), run after any change: new or departed
 // users (batched per turn of the event loop: a connect storm costs a few
 // pipelined round trips, not one per connect), a subscriber connection that
-// came back, a Cluster slot that moved. ioredis keeps the topology (the Sentinel
+// came back, a Cluster slot that moved. New and departed users are reconciled
+// on their own (a pass costs what changed, not every user here: with 15,000
+// users, visiting all of them on every connect made connects quadratic);
+// topology changes reconcile everyone. ioredis keeps the topology (the Sentinel
 // master, the Cluster slot map) and the connections; it does not say when a
 // subscription is confirmed or lost, and both matter here (resume.ts reads the
 // history only after a stream's channel is confirmed). Any involuntary loss
@@ -80,6 +83,14 @@ export class Subscriptions extends EventEmitter {
   readonly #runner: SerialRunner
   /** Asks for a pass (subscription changes are made by passes only). */
   readonly #schedule: () => void
+  /** Users whose wanted and confirmed channel may differ: the next pass looks at them. */
+  #dirty = new Set<string>()
+  /**
+   * The next pass must look at every user: at start, and after anything that
+   * can change confirmed channels other than a user's arrival or departure (a
+   * connection lost or back, a slot map change, a failed pass).
+   */
+  #full = true
   /** The slot map as of the last refresh: ranges of slots and their masters. */
   #slotMap = ''
   /** Messages taken off Redis: on the classic channel, and on users' own channels. */
@@ -92,6 +103,7 @@ export class Subscriptions extends EventEmitter {
       // link may be reconnecting, or the slot map is being refreshed). A pass
       // cut short by close() is no news.
       if (this.#closed) return
+      this.#full = true
       opts.logs.write('warn', 'redis-subscribe', { err: { message: (err as Error).message } }, 'subscribing failed; retrying')
     })
     this.#schedule = this.#runner.request
@@ -125,7 +137,7 @@ export class Subscriptions extends EventEmitter {
   }
 
   start(): void {
-    this.#schedule()
+    this.#scheduleFull()
   }
 
   /**
@@ -140,6 +152,7 @@ export class Subscriptions extends EventEmitter {
       const list = this.#waiters.get(channel)
       if (list === undefined) this.#waiters.set(channel, [resolve])
       else list.push(resolve)
+      this.#dirty.add(user)
       this.#schedule()
     })
   }
@@ -156,7 +169,10 @@ export class Subscriptions extends EventEmitter {
     const channel = liveChannel(this.opts.channel, user)
     // Nobody waits any more: a stream that gave up (its deadline) is closed.
     this.#waiters.delete(channel)
-    if (this.#active.has(channel)) this.#schedule()
+    // Also when not confirmed yet: an SSUBSCRIBE in flight may confirm it
+    // after this, and the pass that follows that one drops it again.
+    this.#dirty.add(user)
+    this.#schedule()
   }
 
   async close(): Promise<void> {
@@ -174,33 +190,37 @@ export class Subscriptions extends EventEmitter {
    */
   #onRefresh = (): void => {
     const key = slotMapKey((this.opts.cluster as Cluster).slots)
-    if (key === this.#slotMap) return
+    // Unchanged, unless a full pass waits for it (a channel whose slot had no master, a moved link).
+    if (key === this.#slotMap && !this.#full) return
     this.#slotMap = key
+    this.#scheduleFull()
+  }
+
+  #scheduleFull = (): void => {
+    this.#full = true
     this.#schedule()
   }
 
   async #pass(): Promise<void> {
     if (this.#closed) return
     if (this.#sharded === undefined) await this.#detect()
+    const full = this.#full
+    this.#full = false
+    const dirty = this.#dirty
+    this.#dirty = new Set()
     // Classic pub/sub reaches every node of a Cluster: its subscription stays
     // where it is while its connection lives (moving it would lose or repeat events).
     const classicNode = this.#classicOn ?? this.#nodeOf(this.opts.channel)
-    const wanted = new Map<string, string | undefined>()
-    if (this.#sharded) {
-      for (const user of this.#refs.keys()) {
-        const channel = liveChannel(this.opts.channel, user)
-        wanted.set(channel, this.#nodeOf(channel))
-      }
-    }
+    const { active, wanted } = this.#scope(full ? this.#refs.keys() : dirty, full)
 
-    const plan = planPass(this.#active, wanted, classicNode)
+    const plan = planPass(active, wanted, classicNode)
     this.#lose(plan.moved)
     for (const channels of plan.unsubscribe.values()) for (const channel of channels) this.#active.delete(channel)
-    // Links: one per node in use; the others are closed (with the server's
-    // subscriptions on them, none of them wanted any more).
+    // Links: one per node in use; in a full pass, the others are closed (with
+    // the server's subscriptions on them, none of them wanted any more).
     for (const node of plan.nodes) if (!this.#links.has(node)) this.#open(node)
     for (const [node, link] of this.#links) {
-      if (plan.nodes.has(node)) continue
+      if (!full || plan.nodes.has(node)) continue
       this.#links.delete(node)
       plan.unsubscribe.delete(node)
       void link.close()
@@ -217,8 +237,11 @@ export class Subscriptions extends EventEmitter {
     }
     for (const [node, channels] of plan.subscribe) {
       const link = this.#links.get(node)
-      // Not connected yet: its 'ready' schedules the next pass.
-      if (!link?.ready) continue
+      // Not connected yet: its 'ready' schedules a full pass.
+      if (!link?.ready) {
+        this.#full = true
+        continue
+      }
       for (const group of this.#groups(channels)) {
         work.push(link.ssubscribe(group).then(() => {
           if (this.#links.get(node) !== link || !link.ready) return
@@ -241,14 +264,38 @@ export class Subscriptions extends EventEmitter {
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed !== undefined) throw failed.reason
     // Only losses take 'up' away (#lose, #forgetNode): a new user still being
-    // subscribed is no outage for the others.
-    if (!this.#complete(classicNode, wanted)) return
+    // subscribed is no outage for the others. Everything that takes it away
+    // asks for a full pass, and only a full pass knows that nothing is missing.
+    if (!full || !this.#complete(classicNode, wanted)) return
     this.#setUp(true, true)
     if (this.#lostAll) {
       this.#lostAll = false
       this.#lostUsers.clear()
       this.emit('regained', null)
     }
+  }
+
+  /**
+   * What a pass reconciles: every user (`full`), or just the given ones with
+   * what Redis confirmed for them. A channel whose slot has no known master
+   * waits for the next full pass (the slot map refresh brings it).
+   */
+  #scope(users: Iterable<string>, full: boolean): { active: ReadonlyMap<string, string>; wanted: Map<string, string | undefined> } {
+    const wanted = new Map<string, string | undefined>()
+    const active = full ? this.#active : new Map<string, string>()
+    if (!this.#sharded) return { active, wanted }
+    for (const user of users) {
+      const channel = liveChannel(this.opts.channel, user)
+      if (!full) {
+        const on = this.#active.get(channel)
+        if (on !== undefined) (active as Map<string, string>).set(channel, on)
+        if (!this.#refs.has(user)) continue
+      }
+      const node = this.#nodeOf(channel)
+      if (node === undefined) this.#full = true
+      wanted.set(channel, node)
+    }
+    return { active, wanted }
   }
 
   async #detect(): Promise<void> {
@@ -291,15 +338,16 @@ export class Subscriptions extends EventEmitter {
     const config = this.opts.config
     const target = node === MAIN ? undefined : hostPort(node)
     const link = new SubscriberLink(node, subscriberOptions(config, target), config.commandTimeoutMs, this.opts.logs)
-    link.on('ready', this.#schedule)
+    link.on('ready', this.#scheduleFull)
     link.on('lost', () => {
       this.#forgetNode(node)
-      this.#schedule()
+      this.#scheduleFull()
     })
     link.on('moved', () => {
       // Which of its channels left is not said: resubscribe them all (a repeated
       // SSUBSCRIBE is harmless) once the slot map is fresh.
       this.#forgetNode(node)
+      this.#full = true
       if (this.opts.cluster !== undefined) this.opts.cluster.refreshSlotsCache()
       else this.#schedule()
     })
