@@ -121,7 +121,12 @@ export class Hub extends EventEmitter {
 
   #open = (res: ServerResponse, headers: Headers, framer: Framer): void => {
     this.#writeHead(res, headers, framer)
+    // Out now, before the stream writes straight to the socket (stream.ts):
+    // Node 24 holds every write of a chunked response until the next tick
+    // unless it is uncorked, and would send the head after the first frames.
+    res.cork()
     res.write(framer.hello)
+    res.uncork()
   }
 
   #writeHead(res: ServerResponse, headers: Headers, framer: Framer): void {
