@@ -23,13 +23,38 @@
 --                                      'both' fall back to 'classic'.
 -- ARGV[8]  idempotency key (optional)  '' for none; else at most 200 visible ASCII characters.
 --                                      A call with a key stored within ARGV[9] seconds, for
---                                      the same recipient and the same type and data, stores
---                                      and publishes nothing and returns the first call's id;
---                                      with other type or data it fails (NOTIFY_IDEMPOTENCY_CONFLICT).
+--                                      the same recipient and the same type, data, storage and
+--                                      collapse key, stores and publishes nothing and returns the
+--                                      first call's id (nil for a live one); with any of them
+--                                      different it fails (NOTIFY_IDEMPOTENCY_CONFLICT).
 -- ARGV[9]  idempotency ttl (optional)  seconds a key is remembered (IDEMPOTENCY_TTL_S)
+-- ARGV[10] storage (optional)          'store' (the default): kept in the history, with an id;
+--                                      'live': delivered to the streams open now, not stored,
+--                                      no id (progress ticks no page needs after a reload).
+-- ARGV[11] collapse key (optional)     '' for none; else 1 to 128 of [A-Za-z0-9_.:-]. The
+--                                      event replaces, in the history, the last stored event
+--                                      of this recipient with the same key (removed; the new
+--                                      one gets a new, higher id): a job's progress takes one
+--                                      entry, and a page that comes back gets the latest only.
+--                                      Not with 'live' (nothing to replace with).
+-- KEYS[#KEYS] <channel>:collapse:{<recipient>}    the collapse index (a Hash: key -> the ids of
+--                                      its latest event and of those it replaced); with 11
+--                                      arguments only, always, last (after the idempotency marker).
+--
+-- How a replaced event stays resumable: a reader whose last event id was
+-- replaced (removed) must not be told `resync`. The entry that replaces one
+-- lists, in field 'r', the ids it replaced, newest first (the replaced one's
+-- own list carried on, at most 100 ids); and once a recipient has used a
+-- collapse key, every entry carries in field 'w' the newest entry id ever
+-- trimmed from the history ('0-0': none). A reader whose id is gone resumes
+-- after it when the newest entry's 'w' is not after that id (nothing after it
+-- was trimmed) and a stored entry's 'r' names it (it was replaced, here; not
+-- lost in a failover); otherwise `resync`, as before. Entries written without
+-- the index (6 or 9 arguments, an older script) carry neither field, so
+-- readers then fall back to `resync` for a missing id: never a silent gap.
 --
 -- Returns the event id (`<ms>-<seq>.<tag>`, sent to browsers as the SSE `id:`),
--- or nil when history is off. The message it publishes:
+-- or nil when history is off or the event is live. The message it publishes:
 --   "\30" <id or ''> "\n" <type> "\n" <recipient as a JSON string> "\n" <data>
 -- (a leading 0x1E can never start a JSON text, so plain events stay unambiguous).
 -- The copy on <channel> in 'both' mode has one space after the recipient's JSON:
@@ -39,11 +64,20 @@
 local channel, recipient, etype, data = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local size, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local routing, idem, idem_ttl = ARGV[7] or 'classic', ARGV[8] or '', tonumber(ARGV[9] or '1')
+local storage, ckey = ARGV[10] or 'store', ARGV[11] or ''
+-- Ids a replacing entry lists in 'r' at most: a reader away for more
+-- replacements of one key than this gets `resync`.
+local REPLACED_KEPT = 100
 
 local function fail(msg) return redis.error_reply('NOTIFY_BAD_ARGUMENT ' .. msg) end
 
-if #ARGV ~= 6 and #ARGV ~= 9 then return fail('expected 6 or 9 arguments') end
-if #KEYS ~= (idem == '' and 1 or 2) then return fail('expected 1 key, or 2 with an idempotency key') end
+if #ARGV ~= 6 and #ARGV ~= 9 and #ARGV ~= 11 then return fail('expected 6, 9 or 11 arguments') end
+local index = nil
+if #ARGV == 11 then index = KEYS[#KEYS] end
+local wanted_keys = 1 + (idem == '' and 0 or 1) + (index and 1 or 0)
+if #KEYS ~= wanted_keys then
+  return fail('expected ' .. wanted_keys .. ' keys: the history, the idempotency marker (with an idempotency key), the collapse index (with 11 arguments)')
+end
 -- 256 UTF-16 code units, as the service counts them: one per UTF-8 sequence
 -- (bytes that are not continuation bytes), two for a 4-byte sequence.
 local function utf16_length(s)
@@ -84,10 +118,24 @@ if idem ~= '' then
   end
   if idem_ttl == nil or idem_ttl < 1 or idem_ttl ~= math.floor(idem_ttl) then return fail('idempotency ttl must be an integer >= 1') end
 end
+if index then
+  if index ~= channel .. ':collapse:{' .. recipient .. '}' then
+    return fail('the last key must be ' .. channel .. ':collapse:{' .. recipient .. '}')
+  end
+  if storage ~= 'store' and storage ~= 'live' then return fail("storage must be 'store' or 'live'") end
+  if ckey ~= '' and (#ckey > 128 or not string.match(ckey, '^[%w_.:%-]+$')) then
+    return fail('collapse key must match ^[A-Za-z0-9_.:-]{1,128}$')
+  end
+  if ckey ~= '' and storage == 'live' then return fail('a live event is not stored: it cannot have a collapse key') end
+end
 
 local fingerprint = ''
 if idem ~= '' then
-  fingerprint = redis.sha1hex(etype .. '\n' .. data)
+  -- The controls are part of what a retry must repeat; without them, the
+  -- fingerprint is the one older versions wrote.
+  local controls = ''
+  if storage ~= 'store' or ckey ~= '' then controls = '\n' .. storage .. '\n' .. ckey end
+  fingerprint = redis.sha1hex(etype .. '\n' .. data .. controls)
   local seen = redis.call('GET', KEYS[2])
   if seen then
     if string.sub(seen, 1, 40) ~= fingerprint then
@@ -102,9 +150,91 @@ if idem ~= '' then
   end
 end
 
+-- A field of an entry as XRANGE returns it: { id, { name, value, ... } }.
+local function field(entry, name)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
+-- Stream entry ids in order: '<ms>-<seq>', both below 2^53.
+local function before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+
+-- The first n space-separated ids of a list.
+local function first_ids(ids, n)
+  local at = 0
+  for _ = 1, n do
+    at = string.find(ids, ' ', at + 1, true)
+    if not at then return ids end
+  end
+  return string.sub(ids, 1, at - 1)
+end
+
+-- Stores with the collapse bookkeeping (see the top): replaces the key's last
+-- event, trims, and records what was replaced and what was ever trimmed.
+local function store_tracked()
+  local trimmed = '0-0'
+  local tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if tip then
+    -- Written without the index: all that is known is that trimming takes the
+    -- oldest first, so nothing from the oldest entry still stored on was trimmed.
+    trimmed = field(tip, 'w') or redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+  end
+  local fields = { 't', etype, 'd', data }
+  local replaced = ''
+  if ckey ~= '' then
+    local last = redis.call('HGET', index, ckey)
+    -- Gone already (trimmed): nothing to replace; the reader's 'w' covers it.
+    if last and redis.call('XDEL', KEYS[1], first_ids(last, 1)) == 1 then
+      replaced = first_ids(last, REPLACED_KEPT)
+      table.insert(fields, 'r')
+      table.insert(fields, replaced)
+    end
+    table.insert(fields, 'k')
+    table.insert(fields, ckey)
+  end
+  local n = redis.call('XLEN', KEYS[1])
+  if n >= size then
+    local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n - size + 1)
+    trimmed = gone[#gone][1]
+  end
+  table.insert(fields, 'w')
+  table.insert(fields, trimmed)
+  local entry = redis.call('XADD', KEYS[1], 'MAXLEN', size, '*', unpack(fields))
+  if ckey ~= '' then
+    local ids = entry
+    if replaced ~= '' then ids = entry .. ' ' .. replaced end
+    redis.call('HSET', index, ckey, ids)
+    -- Keys whose last event was trimmed are dropped now and then: the index
+    -- holds at most twice the history's size, whatever the keys' churn.
+    if redis.call('HLEN', index) > 2 * size then
+      local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+      local all = redis.call('HGETALL', index)
+      for i = 1, #all, 2 do
+        if before(first_ids(all[i + 1], 1), oldest) then redis.call('HDEL', index, all[i]) end
+      end
+    end
+  end
+  redis.call('EXPIRE', index, ttl)
+  return entry
+end
+
 local id = ''
-if size > 0 then
-  local entry = redis.call('XADD', KEYS[1], 'MAXLEN', size, '*', 't', etype, 'd', data)
+if size > 0 and storage == 'store' then
+  local entry
+  -- A recipient that never used a collapse key has no index: plain entries, as before.
+  if index and (ckey ~= '' or redis.call('EXISTS', index) == 1) then
+    entry = store_tracked()
+  else
+    entry = redis.call('XADD', KEYS[1], 'MAXLEN', size, '*', 't', etype, 'd', data)
+  end
   redis.call('EXPIRE', KEYS[1], ttl)
   id = entry .. '.' .. string.sub(redis.sha1hex(recipient), 1, 8)
 end

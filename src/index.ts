@@ -1,6 +1,7 @@
 // The package's public entry. Node services that publish import createPublisher;
 // those that embed the service (or test against it) import buildApp and loadConfig.
 export {
+  collapseIndexKey,
   createPublisher,
   historyKey,
   idempotencyKey,

@@ -250,3 +250,43 @@ t.test('clear drops everything', async (t) => {
   h.append('a', undefined, '{}')
   t.equal(h.bytes, cost('a', 1, '{}', c.ms))
 })
+
+t.test('a collapse key: the new event replaces the last stored one with that key, which it names', async (t) => {
+  const c = clock()
+  const h = history({ size: 4, now: c.now })
+  const real = h.append('a', 'n', '{"n":1}')
+  t.equal(h.read('a', START).trimmed, undefined, 'no collapse key yet: no bookkeeping to report')
+  const p1 = h.append('a', 'progress', '{"p":1}', 'job-1')
+  const p2 = h.append('a', 'progress', '{"p":2}', 'job-1')
+  const p3 = h.append('a', 'progress', '{"p":3}', 'job-1')
+  const other = h.append('a', 'progress', '{"p":1}', 'job-2')
+  const read = h.read('a', START)
+  t.same(read.range.map((e) => e.id), [real.id, p3.id, other.id], 'one entry per key, the latest, where it was published')
+  t.equal(p1.replaced, undefined, 'the first of a key replaces nothing')
+  t.equal(p3.replaced, [p2, p1].map((e) => `${e.position.ms}-${e.position.seq}`).join(' '), 'the latest names those it replaced, newest first')
+  t.equal(other.replaced, undefined, 'another key is another event')
+  t.same(read.trimmed, START, 'nothing trimmed so far')
+  t.ok(p3.position.ms >= p2.position.ms && (p3.position.ms > p2.position.ms || p3.position.seq > p2.position.seq), 'ids still increase')
+
+  // Trimming is counted once the recipient uses collapse keys.
+  h.append('a', 'n', '{"n":2}')
+  h.append('a', 'n', '{"n":3}')
+  t.same(h.read('a', START).trimmed, real.position, 'the newest trimmed position')
+  // The key's last event was trimmed: the next one replaces nothing, and names nothing.
+  h.append('a', 'n', '{"n":4}')
+  h.append('a', 'n', '{"n":5}')
+  const p4 = h.append('a', 'progress', '{"p":4}', 'job-1')
+  t.equal(p4.replaced, undefined)
+  t.equal(h.read('a', START).range.length, 4)
+})
+
+t.test('a collapse key: the bytes of a replaced entry are given back', async (t) => {
+  const c = clock()
+  const h = history({ size: 3, now: c.now })
+  h.append('a', 'progress', '{"p":0}', 'job')
+  h.append('a', 'progress', '{"p":1}', 'job')
+  const once = h.bytes
+  h.append('a', 'progress', '{"p":2}', 'job')
+  t.ok(h.bytes - once <= 2 * 16, `a replacement costs only the ids it names (${h.bytes - once} bytes more)`)
+  t.equal(h.read('a', START).range.length, 1)
+})

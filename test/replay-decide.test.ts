@@ -79,3 +79,24 @@ t.test('from an exact position that is gone: resync at the tip', async (t) => {
   t.same(decide({ ms: 1, seq: 0 }, read(over), SIZE), RESYNC({ ms: 4, seq: 0 }), 'historySize + 1 entries')
   t.same(decide({ ms: 1, seq: 0 }, read(over, undefined), SIZE), RESYNC(START), 'and no tip: START')
 })
+
+t.test('from a position a collapse key replaced: the rest, when nothing after it was trimmed', async (t) => {
+  /** An entry that replaced these entry ids (newest first), as the script and the memory history record them. */
+  const replacing = (ms: number, ...replaced: string[]): StoredEvent => ({ ...entry(ms), replaced: replaced.join(' ') })
+  const collapsed = (range: StoredEvent[], trimmed: Position | undefined): HistoryRead => ({ ...read(range), ...(trimmed && { trimmed }) })
+  const latest = replacing(30, '20-0', '15-0', '12-0')
+  const range = [entry(25), latest, entry(40)]
+  const from = { ms: 15, seq: 0 }
+  t.same(decide(from, collapsed(range, START), SIZE), { resync: false, position: { ms: 40, seq: 0 }, replay: range }, 'everything after it, the replacement included')
+  t.same(decide(from, collapsed(range, { ms: 14, seq: 0 }), SIZE).resync, false, 'trimmed up to before it')
+  t.same(decide(from, collapsed(range, from), SIZE).resync, false, 'trimmed up to it (nothing after it)')
+  t.same(decide({ ms: 12, seq: 0 }, collapsed(range, START), SIZE).replay, range, 'the oldest id the list names')
+
+  t.same(decide(from, collapsed(range, { ms: 15, seq: 1 }), SIZE), RESYNC({ ms: 40, seq: 0 }), 'something after it was trimmed')
+  t.same(decide(from, collapsed(range, undefined), SIZE), RESYNC({ ms: 40, seq: 0 }), 'trimming unknown (no collapse bookkeeping)')
+  t.same(decide({ ms: 2, seq: 0 }, collapsed(range, START), SIZE), RESYNC({ ms: 40, seq: 0 }), 'named by no entry: lost, not replaced')
+  t.same(decide({ ms: 20, seq: 1 }, collapsed(range, START), SIZE).resync, true, 'an id is matched whole: 20-1 is not 20-0')
+  t.same(decide({ ms: 2, seq: 0 }, collapsed([replacing(30, '12-0')], START), SIZE).resync, true, "'2-0' inside '12-0' is no match")
+  const over = [entry(25), latest, entry(40), entry(50)]
+  t.same(decide(from, collapsed(over, START), SIZE).resync, true, 'more than historySize entries after it: not to be trusted')
+})

@@ -14,6 +14,10 @@ export interface PublishItem {
   type: string | undefined
   /** The event as one line of JSON: the SSE `data:`. */
   data: string
+  /** Delivered to the streams open now, not stored: no id, never replayed. */
+  liveOnly?: boolean
+  /** Stored in place of the recipient's last stored event with this key (see redis/publish.lua). */
+  collapseKey?: string
 }
 
 /** Where live events go. */
@@ -94,9 +98,11 @@ export class NotReplicated extends Error {
 }
 
 /**
- * What an idempotent retry must repeat: the item's type and data, hashed as
- * redis/publish.lua does it (SHA-1 hex of `<type or ''>\n<data>`).
+ * What an idempotent retry must repeat: the item's type and data, and its
+ * storage and collapse key when it has either, hashed as redis/publish.lua
+ * does it (SHA-1 hex of `<type or ''>\n<data>[\n<store|live>\n<collapse key>]`).
  */
-export function fingerprint(item: Pick<PublishItem, 'type' | 'data'>): string {
-  return createHash('sha1').update(`${item.type ?? ''}\n${item.data}`).digest('hex')
+export function fingerprint(item: Pick<PublishItem, 'type' | 'data' | 'liveOnly' | 'collapseKey'>): string {
+  const controls = item.liveOnly === true || item.collapseKey !== undefined ? `\n${item.liveOnly === true ? 'live' : 'store'}\n${item.collapseKey ?? ''}` : ''
+  return createHash('sha1').update(`${item.type ?? ''}\n${item.data}${controls}`).digest('hex')
 }

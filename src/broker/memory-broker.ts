@@ -90,12 +90,12 @@ export class MemoryBroker extends EventEmitter implements Broker {
     })
   }
 
-  #store({ recipient, type, data }: PublishItem): string | null {
-    if (this.opts.historySize === 0) {
+  #store({ recipient, type, data, liveOnly, collapseKey }: PublishItem): string | null {
+    if (this.opts.historySize === 0 || liveOnly === true) {
       this.opts.sink.stored(recipient, undefined, Buffer.from(encodeEvent(type === undefined ? { data } : { event: type, data })))
       return null
     }
-    const event = this.history.append(recipient, type, data)
+    const event = this.history.append(recipient, type, data, collapseKey)
     this.opts.sink.stored(recipient, event.position, event.frame)
     return event.id
   }

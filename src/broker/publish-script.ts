@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { fingerprint, IdempotencyConflict, NotReplicated, OutcomeUnknown, type PublishItem, type PublishOptions } from './broker.js'
-import { historyKey, idempotencyKey } from './keys.js'
+import { collapseIndexKey, historyKey, idempotencyKey } from './keys.js'
 import { groupByNode } from './node-groups.js'
 import type { CommandClient } from './redis-clients.js'
 
@@ -137,6 +137,8 @@ function scriptArgs(item: PublishItem, opts: ScriptOptions, publish: PublishOpti
   const token = publish.idempotencyKey === undefined ? '' : `${publish.idempotencyKey}:${item.event}`
   const keys = [historyKey(opts.channel, item.recipient)]
   if (token !== '') keys.push(idempotencyKey(opts.channel, item.recipient, token))
+  keys.push(collapseIndexKey(opts.channel, item.recipient))
   const args = [opts.channel, item.recipient, item.type ?? '', item.data, opts.historySize, opts.historyTtlS]
-  return { keys, args: [...args, opts.routing ?? 'shard', token, opts.idempotencyTtlS ?? 600] }
+  const controls = [item.liveOnly === true ? 'live' : 'store', item.collapseKey ?? '']
+  return { keys, args: [...args, opts.routing ?? 'shard', token, opts.idempotencyTtlS ?? 600, ...controls] }
 }

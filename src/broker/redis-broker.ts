@@ -200,7 +200,13 @@ export class RedisBroker extends EventEmitter implements Broker {
             range = next().map((e) => toStored(e, tag))
           }
           const newest = next()[0]
-          reads[i] = { range, tip: newest === undefined ? undefined : parseEntryId(newest[0]) }
+          const trimmed = newest === undefined ? undefined : fieldOf(newest, 'w')
+          reads[i] = {
+            range,
+            tip: newest === undefined ? undefined : parseEntryId(newest[0]),
+            // Only with a collapse key in use (redis/publish.lua): what was ever trimmed.
+            ...(trimmed !== undefined && { trimmed: parseEntryId(trimmed) ?? START }),
+          }
         }
       }),
     )
@@ -237,10 +243,18 @@ function toStored([entryId, fields]: Entry, tag: string): StoredEvent {
   const position = parseEntryId(entryId) ?? START
   let type = ''
   let data = '{}'
+  let replaced: string | undefined
   for (let i = 0; i + 1 < fields.length; i += 2) {
     if (fields[i] === 't') type = fields[i + 1] as string
     else if (fields[i] === 'd') data = fields[i + 1] as string
+    else if (fields[i] === 'r') replaced = fields[i + 1] as string
   }
   const id = formatEventId(position, tag)
-  return { id, position, frame: Buffer.from(encodeEvent(type === '' ? { id, data } : { event: type, id, data })) }
+  const frame = Buffer.from(encodeEvent(type === '' ? { id, data } : { event: type, id, data }))
+  return { id, position, frame, ...(replaced !== undefined && { replaced }) }
+}
+
+function fieldOf([, fields]: Entry, name: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]
+  return undefined
 }

@@ -1,7 +1,7 @@
 // Where a stream resumes, pure. Both brokers answer a history read with the same
 // shape (the entries from a position on, and the newest entry), and this decides
 // what the stream is sent: the events it missed, or `resync` when they are gone.
-import { type Position, samePosition, START } from './event-id.js'
+import { formatEntryId, isAfter, type Position, samePosition, START } from './event-id.js'
 
 /** A stored event as streams need it: where it is in the history, and its frame (`id:` included). */
 export interface Framed {
@@ -13,6 +13,11 @@ export interface Framed {
 export interface StoredEvent extends Framed {
   /** The SSE id, `<ms>-<seq>.<tag>`. */
   id: string
+  /**
+   * Published with a collapse key, in place of earlier events: their entry ids
+   * (`<ms>-<seq>`), space-separated, newest first, at most 100 (redis/publish.lua).
+   */
+  replaced?: string
 }
 
 /** Read from one recipient's history. */
@@ -31,6 +36,12 @@ export interface HistoryRead {
   range: StoredEvent[]
   /** The newest entry's position; undefined when the history is empty or gone. */
   tip: Position | undefined
+  /**
+   * The newest position ever trimmed from this history (START: none), when
+   * known: only for a history that uses collapse keys, written by a publisher
+   * that tracks it.
+   */
+  trimmed?: Position
 }
 
 /**
@@ -47,7 +58,14 @@ export type Outcome =
  * Trimming removes the oldest entries, so a position that is still stored
  * proves that nothing after it was lost. From START (the history was empty when
  * the reader joined), a history that reached its size may have been trimmed:
- * that is a resync too.
+ * that is a resync too. (A collapse key removes one entry and adds one: the
+ * size, once reached, stays reached.)
+ *
+ * A position that is no longer stored is not lost when it was replaced (an
+ * event with the same collapse key took its place, which names it) and nothing
+ * after it was trimmed: the reader gets everything after it. Anything else
+ * (trimmed, expired, or lost in a failover: then no stored entry names it) is
+ * a resync.
  */
 export function decide(from: Position | undefined, read: HistoryRead, historySize: number): Outcome {
   const tip = read.tip ?? START
@@ -58,9 +76,15 @@ export function decide(from: Position | undefined, read: HistoryRead, historySiz
     return { resync: false, position: range.at(-1)?.position ?? START, replay: range }
   }
   const first = range[0]
-  if (first === undefined || !samePosition(first.position, from) || range.length > historySize) {
-    return { resync: true, position: tip, replay: [] }
-  }
-  const replay = range.slice(1)
+  const stored = first !== undefined && samePosition(first.position, from)
+  if ((!stored && !wasReplaced(from, read)) || range.length > historySize) return { resync: true, position: tip, replay: [] }
+  const replay = stored ? range.slice(1) : range
   return { resync: false, position: replay.at(-1)?.position ?? from, replay }
+}
+
+/** `from` was replaced by an event still stored, and nothing after it was trimmed. */
+function wasReplaced(from: Position, { range, trimmed }: HistoryRead): boolean {
+  if (trimmed === undefined || isAfter(trimmed, from)) return false
+  const id = ` ${formatEntryId(from)} `
+  return range.some((e) => e.replaced !== undefined && ` ${e.replaced} `.includes(id))
 }

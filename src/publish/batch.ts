@@ -6,6 +6,7 @@ import type { PublishItem } from '../broker/broker.js'
 import { errors } from '../errors.js'
 import { validateEvent } from '../event.js'
 import { normalizeRecipient } from '../recipient.js'
+import { readControls } from './controls.js'
 
 export interface BatchLimits {
   /** Most events in one batch. */
@@ -30,12 +31,14 @@ export function prepareBatch(body: unknown, limits: BatchLimits): PreparedBatch 
   events.forEach((event: unknown, index) => {
     const valid = validateEvent(event)
     if (!valid.ok) throw errors.invalidEvent({ event: index, field: valid.field }, valid.message)
+    const checked = readControls(event as Record<string, unknown>)
+    if (!checked.ok) throw errors.invalidEvent({ event: index, field: checked.field }, checked.message)
     for (const [recipient, data] of perRecipient(event as Record<string, unknown>, valid.recipients)) {
       const bytes = Buffer.byteLength(data)
       if (bytes > limits.maxEventBytes) {
         throw errors.eventTooLarge({ event: index, field: 'event' }, `${bytes} bytes serialized, at most ${limits.maxEventBytes}`)
       }
-      batch.items.push({ event: index, recipient, type: valid.type, data })
+      batch.items.push({ event: index, recipient, type: valid.type, data, ...checked.controls })
       batch.owners.push({ event: index, recipient })
     }
   })

@@ -9,14 +9,21 @@ import { type BatchLimits, prepareBatch } from './batch.js'
 export type NotifyEvent = (
   | { recipient_id: string | number; recipient_ids?: never }
   | { recipient_ids: (string | number)[]; recipient_id?: never }
-) & { type?: string; [field: string]: unknown }
+) & {
+  type?: string
+  /** Delivered to the streams open now, not stored: no id, never replayed, no history slot taken. */
+  live_only?: boolean
+  /** Stored in place of the recipient's last stored event with this key (`^[A-Za-z0-9_.:-]{1,128}$`). */
+  collapse_key?: string
+  [field: string]: unknown
+}
 
 /** The id given to one (event, recipient): what the browser gets as the SSE `id:`. */
 export interface Published {
   /** Index of the event in the batch (0 for a single event). */
   event: number
   recipient_id: string
-  /** Null when history is off (HISTORY_SIZE=0): delivered live, without id. */
+  /** Null when history is off (HISTORY_SIZE=0) or the event is live_only: delivered live, without id. */
   id: string | null
 }
 
