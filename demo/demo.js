@@ -3,6 +3,8 @@
 import { connectNotify } from '/client.js'
 
 const TYPES = ['comment.liked', 'order.shipped', 'job.finished']
+// A job's progress steps: shown as a bar, not as notifications.
+const PROGRESS = 'job.progress'
 const SAMPLES = {
   'comment.liked': 'liked your comment on "Release notes 1.4"',
   'order.shipped': 'Order A-1042 has shipped and arrives Thursday',
@@ -37,6 +39,8 @@ function showSignedIn(user) {
   $('#me').textContent = user
   $('#to').value = user
   $('#notifications').replaceChildren()
+  $('#jobs').replaceChildren()
+  restoreJobs()
   $('#empty').hidden = false
   $('#note').hidden = true
   $('#signed-out').hidden = true
@@ -44,8 +48,8 @@ function showSignedIn(user) {
   client = connectNotify({
     url: '/notify',
     user,
-    types: TYPES,
-    onEvent: addNotification,
+    types: [...TYPES, PROGRESS],
+    onEvent: (event) => (event.type === PROGRESS ? showProgress(event) : addNotification(event)),
     onState: showState,
     onResync: () => {
       $('#note').textContent = 'Missed events were too old; list refreshed.'
@@ -70,6 +74,56 @@ function showState(state) {
   $('#leader').textContent =
     state === 'closed' || state === 'connecting' ? ''
       : client?.leader ? 'this tab holds the connection' : 'shared from another tab'
+}
+
+// One row per job. A step replaces what its row showed, as it replaced the
+// previous step in the history. The rows are kept in sessionStorage, the
+// page's own state across a reload; the steps it missed meanwhile come from
+// the stream, which resumes from the last id this tab had: one event, the
+// latest step, however many there were.
+const jobsKey = () => `demo:${$('#me').textContent}:jobs`
+
+function showProgress({ data }) {
+  const row = jobRow(String(data?.job ?? ''), Math.max(0, Math.min(100, Number(data?.percent) || 0)))
+  row.dataset.updates = String(Number(row.dataset.updates ?? 0) + 1)
+  const rows = [...$('#jobs').children].map((li) => ({ job: li.dataset.job, percent: Number(li.dataset.percent) }))
+  try {
+    sessionStorage.setItem(jobsKey(), JSON.stringify(rows))
+  } catch {
+    // Storage full or off: the rows just do not survive a reload.
+  }
+}
+
+function restoreJobs() {
+  let rows = []
+  try {
+    rows = JSON.parse(sessionStorage.getItem(jobsKey()) ?? '[]')
+  } catch {
+    rows = []
+  }
+  for (const { job, percent } of Array.isArray(rows) ? rows.reverse() : []) jobRow(String(job), Number(percent) || 0)
+}
+
+function jobRow(job, percent) {
+  let row = [...$('#jobs').children].find((li) => li.dataset.job === job)
+  if (!row) {
+    row = document.createElement('li')
+    row.dataset.job = job
+    const name = document.createElement('span')
+    name.textContent = `Job ${job}`
+    const value = document.createElement('span')
+    value.className = 'percent'
+    const bar = document.createElement('progress')
+    bar.max = 100
+    row.append(name, value, bar)
+    $('#jobs').prepend(row)
+    while ($('#jobs').children.length > 5) $('#jobs').lastElementChild.remove()
+  }
+  row.querySelector('.percent').textContent = `${percent} %`
+  row.querySelector('progress').value = percent
+  row.dataset.percent = String(percent)
+  if (percent === 100) row.dataset.done = ''
+  return row
 }
 
 function addNotification({ type, id, data }) {
@@ -104,6 +158,11 @@ $('#sign-out').addEventListener('click', async () => {
   client = null
   await api('DELETE', '/demo/session')
   showSignedOut()
+})
+
+$('#start-job').addEventListener('click', async () => {
+  const res = await api('POST', '/demo/job')
+  if (res.status === 401) showSignedOut('Your session ended; sign in again.')
 })
 
 $('#type').addEventListener('change', () => {

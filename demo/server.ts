@@ -10,6 +10,10 @@
 //   POST /demo/refresh    a new access_token from the refresh cookie, or 401
 //   DELETE /demo/session  clears both cookies
 //   POST /demo/send       { to, type, text } -> published to `to`, from the signed-in user
+//   POST /demo/job        starts a pretend job for the signed-in user: its progress
+//                         (0..100 %) is published with a collapse key, so it takes one
+//                         history entry and a reloaded page shows the latest; a
+//                         job.finished notification ends it
 import { randomBytes } from 'node:crypto'
 import { readFileSync, realpathSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -29,6 +33,8 @@ export interface DemoOptions {
   tokenTtlS?: number
   /** pino level. Default: env LOG_LEVEL, else info. */
   logLevel?: string
+  /** Awaited before each progress step of a demo job. Default: a 400 ms timer (a 4 s job). */
+  jobPace?: () => Promise<void>
 }
 
 export interface Demo {
@@ -39,6 +45,9 @@ export interface Demo {
 }
 
 const DEMO_TYPES = ['comment.liked', 'order.shipped', 'job.finished'] as const
+/** A demo job's steps, in percent. */
+const JOB_STEPS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+const JOB_STEP_MS = 400
 const USER = { type: 'string', minLength: 1, maxLength: 32, pattern: '^[A-Za-z0-9_.-]+$' } as const
 const REFRESH_TTL_S = 12 * 60 * 60
 const ISSUER = 'notify-demo'
@@ -198,6 +207,39 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
       return reply.code(202).send({ id: published?.id ?? null })
     },
   )
+
+  // A job runs on after its request; it stops when the demo closes.
+  let closing = false
+  app.addHook('preClose', async () => {
+    closing = true
+  })
+  const jobPace = opts.jobPace ?? (() => new Promise<void>((resolve) => setTimeout(resolve, JOB_STEP_MS).unref()))
+  let jobs = 0
+  const runJob = async (user: string, job: string): Promise<void> => {
+    const started = Date.now()
+    for (const percent of JOB_STEPS) {
+      await jobPace()
+      if (closing) return
+      // One history entry per job whatever the number of steps: each step
+      // replaces the previous one (collapse_key), and a page that comes back
+      // gets the latest step only.
+      await app.notifier.publisher.publish({ recipient_id: user, type: 'job.progress', collapse_key: `job:${job}`, job, percent })
+    }
+    await app.notifier.publisher.publish({
+      recipient_id: user,
+      type: 'job.finished',
+      from: 'demo job',
+      text: `Job ${job} finished in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      sent_at: new Date().toISOString(),
+    })
+  }
+
+  app.post('/demo/job', async (request, reply) => {
+    const user = await sessionUser(request)
+    const job = `${Date.now().toString(36)}-${++jobs}`
+    runJob(user, job).catch((err: Error) => request.log.warn({ err: { message: err.message }, job }, 'demo job stopped'))
+    return reply.code(202).send({ job })
+  })
 
   try {
     await app.listen({ host: config.host, port: config.port })

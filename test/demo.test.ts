@@ -9,6 +9,8 @@ import t from 'tap'
 import { type Demo, startDemo } from '../demo/server.js'
 import { type AppDeps, buildApp } from '../src/app.js'
 import type { Config } from '../src/config.js'
+import type { MemoryBroker } from '../src/broker/memory-broker.js'
+import { START } from '../src/history/event-id.js'
 import { launchBrowser } from './helpers/browser.js'
 import { openStream } from './helpers/sse.js'
 
@@ -147,6 +149,71 @@ t.test('bob sends to alice through the page; only alice sees it; sign-out closes
   t.equal(hub.size, 0)
   t.same(alice.problems, [], 'no script errors or CSP violations in alice page')
   t.same(bob.problems, [], 'no script errors or CSP violations in bob page')
+})
+
+/**
+ * Paces a demo job by hand: `steps(n)` lets it publish n steps and resolves
+ * once it waits for the next one (so those n are published), or right away
+ * with `wait` false (for the last steps, after which it stops asking).
+ */
+function pacer() {
+  const waiting: (() => void)[] = []
+  const arrivals: (() => void)[] = []
+  const arrived = () => (waiting.length > 0 ? Promise.resolve() : new Promise<void>((resolve) => arrivals.push(resolve)))
+  return {
+    pace: () =>
+      new Promise<void>((resolve) => {
+        waiting.push(resolve)
+        arrivals.shift()?.()
+      }),
+    async steps(n: number, wait = true): Promise<void> {
+      for (let i = 0; i < n; i++) {
+        await arrived()
+        waiting.shift()?.()
+      }
+      if (wait) await arrived()
+    },
+  }
+}
+
+t.test('a job: its bar advances live, is right after a reload, and the steps missed meanwhile come as one', async (t) => {
+  const job = pacer()
+  const d = await startDemo({ port: 0, logLevel: 'silent', jobPace: job.pace })
+  t.teardown(() => d.close())
+  const history = () => (d.app.notifier.broker as MemoryBroker).history.read('dora', START).range.map((e) => /^data: (.*)$/m.exec(e.frame.toString())?.[1])
+  const { page, problems } = await open(t, d)
+  await signIn(page, 'dora')
+  await page.click('#start-job')
+  await job.steps(4)
+  const row = '#jobs li[data-job]'
+  await page.waitForSelector(`${row}[data-percent="30"]`)
+  t.equal(await page.getAttribute(row, 'data-updates'), '4', 'four steps, live')
+  t.equal(await page.textContent(`${row} .percent`), '30 %')
+  t.same(await page.$$eval('#notifications li', (lis) => lis.length), 0, 'progress is no notification')
+  t.equal(history().length, 1, 'four steps, one history entry')
+
+  // The page goes away; three steps are published meanwhile; it comes back.
+  await page.goto('about:blank')
+  await job.steps(3)
+  t.match(JSON.parse(history()[0] ?? '{}'), { type: 'job.progress', percent: 60 }, 'the history holds the latest step only')
+  await page.goto(d.url)
+  await page.waitForSelector(`${row}[data-percent="60"]`)
+  t.equal(await page.getAttribute(row, 'data-updates'), '1', 'the three steps it missed came as one event: the latest')
+  t.equal(await page.isHidden('#note'), true, 'no resync: the id it had was replaced, not lost')
+  t.equal(await page.$$eval('#jobs li', (lis) => lis.length), 1)
+
+  // A reload with nothing missed: the row is there at once, from the page's own state.
+  await page.reload()
+  await page.waitForSelector('#state[data-state="live"]')
+  t.equal(await page.getAttribute(row, 'data-percent'), '60')
+  t.equal(await page.getAttribute(row, 'data-updates'), null, 'nothing replayed: it was up to date')
+
+  await job.steps(4, false)
+  await page.waitForSelector(`${row}[data-done][data-percent="100"]`)
+  await page.waitForSelector('#notifications li[data-type="job.finished"]')
+  t.match(await page.textContent('#notifications li'), /Job .* finished/)
+  t.same(history().map((data) => JSON.parse(data ?? '{}').type), ['job.progress', 'job.finished'], 'the job left two entries: its last step and its notification')
+  t.same(problems, [])
 })
 
 t.test('two tabs of one user share one stream', async (t) => {
