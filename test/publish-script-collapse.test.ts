@@ -147,6 +147,26 @@ t.test('the reader resumes after a replaced id, and sends resync once something 
   t.same(ids(await read(at(n2))).length, 3, 'from a stored id: the rest, as ever')
 })
 
+t.test('an event between a replaced id and its (stored) replacement was trimmed: resync, not a silent gap', async (t) => {
+  const ch = channel()
+  const read = await reader(t, ch, 3)
+  const at = (id: unknown) => {
+    const parsed = parseEventId(id as string)
+    if (!parsed.ok) throw new Error('bad id')
+    return parsed.position
+  }
+  await evalCall({ channel: ch, type: 'n', size: 3 })
+  const p1 = await evalCall({ channel: ch, size: 3, collapse: 'job' })
+  const a = await evalCall({ channel: ch, type: 'n', size: 3 })
+  const p2 = await evalCall({ channel: ch, size: 3, collapse: 'job' })
+  const b = await evalCall({ channel: ch, type: 'n', size: 3 })
+  const after = await read(at(p1))
+  t.same(after.resync ? 'resync' : after.replay.map((e) => e.id), [a, p2, b], 'the first event trimmed was older: everything after p1')
+  await evalCall({ channel: ch, type: 'n', size: 3 })
+  t.same((await entries(ch)).map(([, f]) => fields([f[0] ?? '', f]).r ?? '-'), [entryOf(p1), '-', '-'], 'p2, which names p1, is still stored')
+  t.equal((await read(at(p1))).resync, true, `a (after p1) was trimmed: resync`)
+})
+
 t.test("'live': delivered with no id, nothing stored, nil returned, even beside an index", async (t) => {
   const ch = channel()
   const sub = await classic(ch)

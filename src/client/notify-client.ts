@@ -22,7 +22,7 @@ export type NotifyState = 'connecting' | 'live' | 'resynced' | 'reconnecting' | 
 export interface NotifyMessage<T = unknown> {
   /** The SSE event name: the published `type`, or `message` for events without one. */
   type: string
-  /** Its id in the recipient's history; null for live-only events (a plain PUBLISH). */
+  /** Its id in the recipient's history; null for events delivered live only (a plain PUBLISH, `live_only`). */
   id: string | null
   /** The published JSON object (the raw text if it is not JSON). */
   data: T
