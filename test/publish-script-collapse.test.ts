@@ -12,6 +12,7 @@ import { parseEnvelope } from '../src/history/envelope.js'
 import { type Position, parseEventId } from '../src/history/event-id.js'
 import { decide } from '../src/history/replay.js'
 import { build } from './helpers/app.js'
+import { subscribeChannel } from './helpers/channel.js'
 import { startRedis, type TestRedis } from './helpers/redis.js'
 
 const redis: TestRedis = await startRedis(t)
@@ -51,31 +52,26 @@ const entryOf = (id: unknown): string => {
   return id.slice(0, id.indexOf('.'))
 }
 
+/** Where an id the script returned stands in the history. */
+const at = (id: unknown): Position => {
+  const parsed = parseEventId(id as string)
+  if (!parsed.ok) throw new Error(`not an event id: ${String(id)}`)
+  return parsed.position
+}
+
 type Entry = [string, string[]]
 const entries = async (ch: string, recipient = 'u') => (await db.xrange(historyKey(ch, recipient), '-', '+')) as Entry[]
 const fields = (e: Entry | undefined) => Object.fromEntries((e?.[1] ?? []).flatMap((v, i, all) => (i % 2 === 0 ? [[v, all[i + 1]]] : [])))
 
-/** What arrives on the classic channel, in order; `next(n)` resolves once n messages have. */
+/** What arrives on the classic channel, in order, and `drain()`. */
 async function classic(name: string) {
-  const sub = redis.client()
-  const messages: string[] = []
-  const waiters: { n: number; resolve: () => void }[] = []
-  sub.on('message', (ch: string, m: string) => {
-    if (ch !== name) return
-    messages.push(m)
-    for (const w of waiters.filter((w) => messages.length >= w.n)) w.resolve()
-  })
-  await sub.subscribe(name)
-  const next = async (n: number): Promise<string[]> => {
-    if (messages.length < n) await new Promise<void>((resolve) => waiters.push({ n, resolve }))
-    return messages.slice(0, n)
-  }
+  const log = await subscribeChannel(redis.client(), name)
   /** Publishes a marker and resolves with everything before it: nothing else is on its way. */
   const drain = async (): Promise<string[]> => {
     await db.publish(name, 'end')
-    for (let n = 1; ; n++) if ((await next(n)).at(-1) === 'end') return messages.slice(0, n - 1)
+    for (let n = 1; ; n++) if ((await log.next(n)).at(-1) === 'end') return log.messages.slice(0, n - 1)
   }
-  return { messages, next, drain }
+  return { ...log, drain }
 }
 
 /** The service's own reader (an app on this Redis): what a stream resuming from `from` is told. */
@@ -122,11 +118,6 @@ t.test('a collapse key replaces the last stored event with that key, names what 
 t.test('the reader resumes after a replaced id, and sends resync once something after it was trimmed', async (t) => {
   const ch = channel()
   const read = await reader(t, ch, 4)
-  const at = (id: unknown) => {
-    const parsed = parseEventId(id as string)
-    if (!parsed.ok) throw new Error('bad id')
-    return parsed.position
-  }
   const real = await evalCall({ channel: ch, type: 'n', size: 4 })
   const p1 = await evalCall({ channel: ch, size: 4, collapse: 'job' })
   const p2 = await evalCall({ channel: ch, size: 4, collapse: 'job' })
@@ -150,11 +141,6 @@ t.test('the reader resumes after a replaced id, and sends resync once something 
 t.test('an event between a replaced id and its (stored) replacement was trimmed: resync, not a silent gap', async (t) => {
   const ch = channel()
   const read = await reader(t, ch, 3)
-  const at = (id: unknown) => {
-    const parsed = parseEventId(id as string)
-    if (!parsed.ok) throw new Error('bad id')
-    return parsed.position
-  }
   await evalCall({ channel: ch, type: 'n', size: 3 })
   const p1 = await evalCall({ channel: ch, size: 3, collapse: 'job' })
   const a = await evalCall({ channel: ch, type: 'n', size: 3 })
@@ -248,13 +234,11 @@ t.test('writes without the index (6 or 9 arguments, the old script) leave reader
   const read = await reader(t, ch)
   const p1 = await evalCall({ channel: ch, collapse: 'job' })
   await evalCall({ channel: ch, collapse: 'job' })
-  const from = parseEventId(p1 as string)
-  if (!from.ok) throw new Error('bad id')
-  t.equal((await read(from.position)).resync, false, 'replaced, resumable')
+  t.equal((await read(at(p1))).resync, false, 'replaced, resumable')
   // An old publisher writes (and may trim) without knowing the bookkeeping.
   await db.eval(OLD_SCRIPT, 1, historyKey(ch, 'u'), ch, 'u', 'n', '{}', 10, 100)
   t.same(Object.keys(fields((await entries(ch)).at(-1))), ['t', 'd'])
-  t.equal((await read(from.position)).resync, true, 'what was trimmed is unknown now: resync, never a silent gap')
+  t.equal((await read(at(p1))).resync, true, 'what was trimmed is unknown now: resync, never a silent gap')
   // The next tracked write assumes the worst: everything before the oldest stored entry may be gone.
   const oldest = (await entries(ch))[0]?.[0]
   await evalCall({ channel: ch, collapse: 'job' })

@@ -6,6 +6,7 @@ import t from 'tap'
 import { historyKey, PUBLISH_SCRIPT, PUBLISH_SCRIPT_SHA, runPublishScript } from '../src/broker/publish-script.js'
 import { parseEnvelope } from '../src/history/envelope.js'
 import { isAfter, parseEntryId, parseEventId, type Position, recipientTag } from '../src/history/event-id.js'
+import { subscribeChannel } from './helpers/channel.js'
 import { startRedis, type TestRedis } from './helpers/redis.js'
 
 const redis: TestRedis = await startRedis(t)
@@ -24,25 +25,7 @@ function publish(
 }
 
 /** A subscriber that collects what arrives on one channel, in order. */
-async function subscribe(name: string) {
-  const sub = redis.client()
-  const messages: string[] = []
-  const waiters: { n: number; resolve: () => void }[] = []
-  sub.on('message', (ch: string, message: string) => {
-    if (ch !== name) return
-    messages.push(message)
-    for (const w of waiters.filter((w) => messages.length >= w.n)) w.resolve()
-  })
-  await sub.subscribe(name)
-  return {
-    messages,
-    /** Resolves with the first n messages once they have arrived. */
-    next: async (n: number): Promise<string[]> => {
-      if (messages.length < n) await new Promise<void>((resolve) => waiters.push({ n, resolve }))
-      return messages.slice(0, n)
-    },
-  }
-}
+const subscribe = (name: string) => subscribeChannel(redis.client(), name)
 
 function envelopeOf(raw: string) {
   const parsed = parseEnvelope(raw)
