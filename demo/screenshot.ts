@@ -1,5 +1,6 @@
 // `npm run demo:screenshot`: docs/demo.png, alice's page after bob has sent
-// her a few notifications through the page's send form.
+// her a few notifications through the page's send form, with a job of hers
+// at 60 %.
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,12 +25,15 @@ async function main(): Promise<void> {
   let demo: Demo | undefined
   let browser: Browser | undefined
   try {
-    demo = await startDemo({ port: 0, tokenTtlS: 3600, logLevel: 'warn' })
+    // The job takes its first 7 steps (0 to 60 %) and then waits for good.
+    let steps = 0
+    const jobPace = () => (steps++ < 7 ? Promise.resolve() : new Promise<void>(() => {}))
+    demo = await startDemo({ port: 0, tokenTtlS: 3600, logLevel: 'warn', jobPace })
     browser = await chromium.launch({
       executablePath: '/usr/bin/chromium',
       args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     })
-    const viewport = { viewport: { width: 1100, height: 720 }, deviceScaleFactor: 1, colorScheme: 'light' } as const
+    const viewport = { viewport: { width: 1100, height: 940 }, deviceScaleFactor: 1, colorScheme: 'light' } as const
     const alice = await (await browser.newContext(viewport)).newPage()
     const bob = await (await browser.newContext(viewport)).newPage()
     alice.setDefaultTimeout(15_000)
@@ -49,6 +53,8 @@ async function main(): Promise<void> {
       const { id } = (await res.json()) as { id: string }
       await alice.waitForSelector(`#notifications li[data-id="${id}"]`)
     }
+    await alice.click('#start-job')
+    await alice.waitForSelector('#jobs li[data-percent="60"]')
     // A draft in alice's form shows what sending looks like.
     await alice.fill('#to', 'bob')
     await alice.selectOption('#type', 'comment.liked')
