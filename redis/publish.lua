@@ -38,15 +38,19 @@
 --                                      entry, and a page that comes back gets the latest only.
 --                                      Not with 'live' (nothing to replace with).
 -- KEYS[#KEYS] <channel>:collapse:{<recipient>}    the collapse index (a Hash: key -> the ids of
---                                      its latest event and of those it replaced); with 11
---                                      arguments only, always, last (after the idempotency marker).
+--                                      its latest event and of those it replaced); only with a
+--                                      collapse key, last (after the idempotency marker). A call
+--                                      without one touches the history alone (and the marker):
+--                                      on a Cluster, a slot being migrated then answers it with
+--                                      ASK, where a call of several keys gets TRYAGAIN.
 --
 -- How a replaced event stays resumable: a reader whose last event id was
 -- replaced (removed) must not be told `resync`. The entry that replaces one
 -- lists, in field 'r', the ids it replaced, newest first (the replaced one's
 -- own list carried on, at most 100 ids); and once a recipient has used a
 -- collapse key, every entry carries in field 'w' the newest entry id ever
--- trimmed from the history ('0-0': none). A reader whose id is gone resumes
+-- trimmed from the history ('0-0': none): a call stores that way when the
+-- newest entry has 'w' (11 arguments; the history says it, not the index). A reader whose id is gone resumes
 -- after it when the newest entry's 'w' is not after that id (nothing after it
 -- was trimmed) and a stored entry's 'r' names it (it was replaced, here; not
 -- lost in a failover); otherwise `resync`, as before. Entries written without
@@ -73,10 +77,10 @@ local function fail(msg) return redis.error_reply('NOTIFY_BAD_ARGUMENT ' .. msg)
 
 if #ARGV ~= 6 and #ARGV ~= 9 and #ARGV ~= 11 then return fail('expected 6, 9 or 11 arguments') end
 local index = nil
-if #ARGV == 11 then index = KEYS[#KEYS] end
+if ckey ~= '' then index = KEYS[#KEYS] end
 local wanted_keys = 1 + (idem == '' and 0 or 1) + (index and 1 or 0)
 if #KEYS ~= wanted_keys then
-  return fail('expected ' .. wanted_keys .. ' keys: the history, the idempotency marker (with an idempotency key), the collapse index (with 11 arguments)')
+  return fail('expected ' .. wanted_keys .. ' keys: the history, the idempotency marker (with an idempotency key), the collapse index (with a collapse key)')
 end
 -- 256 UTF-16 code units, as the service counts them: one per UTF-8 sequence
 -- (bytes that are not continuation bytes), two for a 4-byte sequence.
@@ -118,15 +122,15 @@ if idem ~= '' then
   end
   if idem_ttl == nil or idem_ttl < 1 or idem_ttl ~= math.floor(idem_ttl) then return fail('idempotency ttl must be an integer >= 1') end
 end
-if index then
-  if index ~= channel .. ':collapse:{' .. recipient .. '}' then
-    return fail('the last key must be ' .. channel .. ':collapse:{' .. recipient .. '}')
-  end
+if #ARGV == 11 then
   if storage ~= 'store' and storage ~= 'live' then return fail("storage must be 'store' or 'live'") end
   if ckey ~= '' and (#ckey > 128 or not string.match(ckey, '^[%w_.:%-]+$')) then
     return fail('collapse key must match ^[A-Za-z0-9_.:-]{1,128}$')
   end
   if ckey ~= '' and storage == 'live' then return fail('a live event is not stored: it cannot have a collapse key') end
+end
+if index and index ~= channel .. ':collapse:{' .. recipient .. '}' then
+  return fail('the last key must be ' .. channel .. ':collapse:{' .. recipient .. '}')
 end
 
 local fingerprint = ''
@@ -179,9 +183,8 @@ end
 
 -- Stores with the collapse bookkeeping (see the top): replaces the key's last
 -- event, trims, and records what was replaced and what was ever trimmed.
-local function store_tracked()
+local function store_tracked(tip)
   local trimmed = '0-0'
-  local tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
   if tip then
     -- Written without the index: all that is known is that trimming takes the
     -- oldest first, so nothing from the oldest entry still stored on was trimmed.
@@ -221,17 +224,19 @@ local function store_tracked()
         if before(first_ids(all[i + 1], 1), oldest) then redis.call('HDEL', index, all[i]) end
       end
     end
+    redis.call('EXPIRE', index, ttl)
   end
-  redis.call('EXPIRE', index, ttl)
   return entry
 end
 
 local id = ''
 if size > 0 and storage == 'store' then
   local entry
-  -- A recipient that never used a collapse key has no index: plain entries, as before.
-  if index and (ckey ~= '' or redis.call('EXISTS', index) == 1) then
-    entry = store_tracked()
+  -- A recipient that never used a collapse key: plain entries, as before.
+  local tip = nil
+  if #ARGV == 11 then tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1] end
+  if ckey ~= '' or (tip and field(tip, 'w')) then
+    entry = store_tracked(tip)
   else
     entry = redis.call('XADD', KEYS[1], 'MAXLEN', size, '*', 't', etype, 'd', data)
   end

@@ -35,11 +35,14 @@ t.test('a Cluster: live and collapsing publishes on every master, resumed on the
   )
 
   const notify = createPublisher({ redis: client })
-  const script = (user: string, p: number, storage = 'store', collapse = 'job') =>
-    client.eval(
-      PUBLISH_SCRIPT, 2, historyKey('notifications', user), collapseIndexKey('notifications', user),
+  // The collapse index is a key of the call only with a collapse key.
+  const script = (user: string, p: number, storage = 'store', collapse = 'job') => {
+    const keys = [historyKey('notifications', user), ...(collapse ? [collapseIndexKey('notifications', user)] : [])]
+    return client.eval(
+      PUBLISH_SCRIPT, keys.length, ...keys,
       'notifications', user, 'job.progress', JSON.stringify({ recipient_id: user, p }), 100, 86400, 'shard', '', 600, storage, collapse,
     ) as Promise<string | null>
+  }
 
   const streams = await Promise.all(users.map((u) => openStream(t, `${a.base}/notify`, auth(u))))
   await a.store(users.map((u) => ({ recipient_id: u, type: 'n' })))

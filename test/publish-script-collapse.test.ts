@@ -39,7 +39,7 @@ function args(c: Call): (string | number)[] {
   const recipient = c.recipient ?? 'u'
   const keys = [historyKey(c.channel, recipient)]
   if (c.idem) keys.push(`${c.channel}:idem:{${recipient}}:${c.idem}`)
-  keys.push(`${c.channel}:collapse:{${recipient}}`)
+  if (c.collapse) keys.push(`${c.channel}:collapse:{${recipient}}`)
   const argv = [c.channel, recipient, c.type ?? 'progress', c.data ?? '{}', c.size ?? 10, 100, c.routing ?? 'classic', c.idem ?? '', 600]
   return [keys.length, ...keys, ...argv, c.storage ?? 'store', c.collapse ?? '']
 }
@@ -208,6 +208,7 @@ t.test('bad controls: a NOTIFY_BAD_ARGUMENT error, nothing stored or published',
     ['the index of another recipient', [2, historyKey(ch, 'u'), collapseIndexKey(ch, 'w'), ch, 'u', 'p', '{}', 10, 100, 'classic', '', 600, 'store', 'job']],
     ['the index in the slot of nobody', [2, historyKey(ch, 'u'), `${ch}:collapse:u`, ch, 'u', 'p', '{}', 10, 100, 'classic', '', 600, 'store', 'job']],
     ['11 arguments without the index', [1, historyKey(ch, 'u'), ch, 'u', 'p', '{}', 10, 100, 'classic', '', 600, 'store', 'job']],
+    ['the index without a collapse key', [2, historyKey(ch, 'u'), collapseIndexKey(ch, 'u'), ch, 'u', 'p', '{}', 10, 100, 'classic', '', 600, 'store', '']],
     ['10 arguments', [2, historyKey(ch, 'u'), collapseIndexKey(ch, 'u'), ch, 'u', 'p', '{}', 10, 100, 'classic', '', 600, 'store']],
   ]
   for (const [name, c] of cases) {

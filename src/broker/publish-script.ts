@@ -137,7 +137,8 @@ function scriptArgs(item: PublishItem, opts: ScriptOptions, publish: PublishOpti
   const token = publish.idempotencyKey === undefined ? '' : `${publish.idempotencyKey}:${item.event}`
   const keys = [historyKey(opts.channel, item.recipient)]
   if (token !== '') keys.push(idempotencyKey(opts.channel, item.recipient, token))
-  keys.push(collapseIndexKey(opts.channel, item.recipient))
+  // Only with a collapse key: a call of one key is served during a Cluster slot migration (ASK), one of several is not (TRYAGAIN).
+  if (item.collapseKey) keys.push(collapseIndexKey(opts.channel, item.recipient))
   const args = [opts.channel, item.recipient, item.type ?? '', item.data, opts.historySize, opts.historyTtlS]
   const controls = [item.liveOnly === true ? 'live' : 'store', item.collapseKey ?? '']
   return { keys, args: [...args, opts.routing ?? 'shard', token, opts.idempotencyTtlS ?? 600, ...controls] }
