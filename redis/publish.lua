@@ -37,6 +37,10 @@
 --                                      one gets a new, higher id): a job's progress takes one
 --                                      entry, and a page that comes back gets the latest only.
 --                                      Not with 'live' (nothing to replace with).
+-- ARGV[12] reply (optional)            'id' (the default, what 6, 9 and 11-argument callers get):
+--                                      the event id or nil, as before. 'delivery': a 3-element
+--                                      array { id or nil, instances or nil, route } that also says
+--                                      whether anyone got the event live (see "Returns" below).
 -- KEYS[#KEYS] <channel>:collapse:{<recipient>}    the collapse index (a Hash: key -> the ids of
 --                                      its latest event and of those it replaced); only with a
 --                                      collapse key, last (after the idempotency marker). A call
@@ -50,7 +54,7 @@
 -- own list carried on, at most 100 ids); and once a recipient has used a
 -- collapse key, every entry carries in field 'w' the newest entry id ever
 -- trimmed from the history ('0-0': none): a call stores that way when the
--- newest entry has 'w' (11 arguments; the history says it, not the index). A reader whose id is gone resumes
+-- newest entry has 'w' (11 or 12 arguments; the history says it, not the index). A reader whose id is gone resumes
 -- after it when the newest entry's 'w' is not after that id (nothing after it
 -- was trimmed) and a stored entry's 'r' names it (it was replaced, here; not
 -- lost in a failover); otherwise `resync`, as before. Entries written without
@@ -58,7 +62,19 @@
 -- readers then fall back to `resync` for a missing id: never a silent gap.
 --
 -- Returns the event id (`<ms>-<seq>.<tag>`, sent to browsers as the SSE `id:`),
--- or nil when history is off or the event is live. The message it publishes:
+-- or nil when history is off or the event is live. With ARGV[12] 'delivery':
+--   { id or nil, instances, route }
+--   route 'shard'   published on the recipient's own channel only: instances is SPUBLISH's
+--                   count, the instances holding a stream of the recipient right then (each
+--                   has one subscriber connection per master); 0: nobody got it live.
+--   route 'both'    also the classic copy: instances counts this version's instances only;
+--                   an instance of an older version may have delivered the copy: > 0 means
+--                   someone got it live, 0 means unknown.
+--   route 'classic' PUBLISH on <channel> only (routing 'classic', or no sharded pub/sub):
+--                   every instance receives it, whoever it is for: instances is nil (unknown).
+--   route 'none'    an idempotent retry: nothing published by this call; instances nil.
+-- A new argument rather than a new reply for everyone: callers in other
+-- languages parse the id string, and they keep getting exactly that. The message it publishes:
 --   "\30" <id or ''> "\n" <type> "\n" <recipient as a JSON string> "\n" <data>
 -- (a leading 0x1E can never start a JSON text, so plain events stay unambiguous).
 -- The copy on <channel> in 'both' mode has one space after the recipient's JSON:
@@ -69,13 +85,14 @@ local channel, recipient, etype, data = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local size, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local routing, idem, idem_ttl = ARGV[7] or 'classic', ARGV[8] or '', tonumber(ARGV[9] or '1')
 local storage, ckey = ARGV[10] or 'store', ARGV[11] or ''
+local reply = ARGV[12] or 'id'
 -- Ids a replacing entry lists in 'r' at most: a reader away for more
 -- replacements of one key than this gets `resync`.
 local REPLACED_KEPT = 100
 
 local function fail(msg) return redis.error_reply('NOTIFY_BAD_ARGUMENT ' .. msg) end
 
-if #ARGV ~= 6 and #ARGV ~= 9 and #ARGV ~= 11 then return fail('expected 6, 9 or 11 arguments') end
+if #ARGV ~= 6 and #ARGV ~= 9 and #ARGV ~= 11 and #ARGV ~= 12 then return fail('expected 6, 9, 11 or 12 arguments') end
 local index = nil
 if ckey ~= '' then index = KEYS[#KEYS] end
 local wanted_keys = 1 + (idem == '' and 0 or 1) + (index and 1 or 0)
@@ -122,7 +139,8 @@ if idem ~= '' then
   end
   if idem_ttl == nil or idem_ttl < 1 or idem_ttl ~= math.floor(idem_ttl) then return fail('idempotency ttl must be an integer >= 1') end
 end
-if #ARGV == 11 then
+if reply ~= 'id' and reply ~= 'delivery' then return fail("reply must be 'id' or 'delivery'") end
+if #ARGV >= 11 then
   if storage ~= 'store' and storage ~= 'live' then return fail("storage must be 'store' or 'live'") end
   if ckey ~= '' and (#ckey > 128 or not string.match(ckey, '^[%w_.:%-]+$')) then
     return fail('collapse key must match ^[A-Za-z0-9_.:-]{1,128}$')
@@ -149,7 +167,8 @@ if idem ~= '' then
     -- write, made on another connection perhaps.
     redis.call('EXPIRE', KEYS[2], idem_ttl)
     local first = string.sub(seen, 42)
-    if first == '' then return false end
+    if first == '' then first = false end
+    if reply == 'delivery' then return { first, false, 'none' } end
     return first
   end
 end
@@ -234,7 +253,7 @@ if size > 0 and storage == 'store' then
   local entry
   -- A recipient that never used a collapse key: plain entries, as before.
   local tip = nil
-  if #ARGV == 11 then tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1] end
+  if #ARGV >= 11 then tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1] end
   if ckey ~= '' or (tip and field(tip, 'w')) then
     entry = store_tracked(tip)
   else
@@ -247,15 +266,20 @@ if idem ~= '' then redis.call('SET', KEYS[2], fingerprint .. ' ' .. id, 'EX', id
 
 local head = '\30' .. id .. '\n' .. etype .. '\n' .. cjson.encode(recipient)
 local sent = false
+local instances = false
 if routing ~= 'classic' then
   -- pcall: SPUBLISH is unknown before Redis 7 (or renamed away); fall back then.
-  local reply = redis.pcall('SPUBLISH', channel .. ':{' .. recipient .. '}', head .. '\n' .. data)
-  sent = type(reply) ~= 'table' or reply.err == nil
+  local answer = redis.pcall('SPUBLISH', channel .. ':{' .. recipient .. '}', head .. '\n' .. data)
+  sent = type(answer) ~= 'table' or answer.err == nil
+  if sent then instances = answer end
 end
+local route = routing
 if not sent then
   redis.call('PUBLISH', channel, head .. '\n' .. data)
+  route = 'classic'
 elseif routing == 'both' then
   redis.call('PUBLISH', channel, head .. ' \n' .. data)
 end
-if id == '' then return false end
+if id == '' then id = false end
+if reply == 'delivery' then return { id, instances, route } end
 return id

@@ -21,6 +21,7 @@ import { healthRoutes } from './routes/health.js'
 import { metricsRoute } from './routes/metrics.js'
 import { DEFAULT_LIMITS, makePublisher, type Publisher } from './publish/publisher.js'
 import { notifyRoute } from './routes/notify.js'
+import { presenceRoute } from './routes/presence.js'
 import { publishRoute } from './routes/publish.js'
 import { Admission } from './sse/admission.js'
 import { Hub } from './sse/hub.js'
@@ -88,7 +89,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     now: deps.now,
   })
   const ingest = createIngest(hub, config.maxEventBytes, logs)
-  const broker = createBroker(config, ingest, logs, deps)
+  const broker = createBroker(config, ingest, logs, deps, (user) => hub.countOf(user))
   const resumer = new Resumer({ hub, broker, historySize: config.history.size, logs })
   broker.on('up', () => app.log.info({ broker: broker.kind, channel: config.channel }, 'broker up'))
   broker.on('down', () => app.log.warn({ broker: broker.kind }, 'broker connection lost; reconnecting'))
@@ -100,9 +101,9 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   let published = 0
   const publisher = makePublisher(
     async (items, options) => {
-      const ids = await broker.publish(items, options)
+      const deliveries = await broker.publish(items, options)
       published += items.length
-      return ids
+      return deliveries
     },
     { maxEvents: config.publish?.maxEvents ?? DEFAULT_LIMITS.maxEvents, maxEventBytes: config.maxEventBytes },
   )
@@ -162,6 +163,8 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   })
   if (config.publish !== undefined) {
     await app.register(publishRoute, { token: config.publish.token, maxBytes: config.publish.maxBytes, publisher })
+    const { token, presenceMaxUsers: maxUsers, maxBytes } = config.publish
+    await app.register(presenceRoute, { token, maxUsers, maxBytes, broker })
   }
   return app
 }
@@ -172,10 +175,10 @@ function trustProxy(value: TrustProxy): boolean | string[] | ((address: string, 
   return typeof value === 'number' ? (_address, hop) => hop < value : value
 }
 
-function createBroker(config: Readonly<Config>, sink: LiveSink, logs: LogLimiter, deps: AppDeps): Broker {
+function createBroker(config: Readonly<Config>, sink: LiveSink, logs: LogLimiter, deps: AppDeps, streamsOf: (user: string) => number): Broker {
   const history = { historySize: config.history.size, historyTtlS: config.history.ttlS, idempotencyTtlS: config.history.idempotencyTtlS }
   if (config.redis === undefined) {
-    return new MemoryBroker({ ...history, historyMaxBytes: config.history.maxBytes, sink, now: deps.now })
+    return new MemoryBroker({ ...history, historyMaxBytes: config.history.maxBytes, sink, streamsOf, now: deps.now })
   }
   return new RedisBroker({ ...history, config: config.redis, channel: config.channel, logs, sink, commandClient: deps.commandClient })
 }

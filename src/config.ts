@@ -48,6 +48,8 @@ export const EnvSchema = Type.Object({
    * publishes nothing new and answers the first ids. Default 600.
    */
   IDEMPOTENCY_TTL_S: Type.Integer({ default: 600, minimum: 1, maximum: 604_800 }),
+  /** Most users in one presence question (POST /presence); 413 beyond. Default 1000. */
+  PRESENCE_MAX_USERS: Type.Integer({ default: 1000, minimum: 1, maximum: 10_000 }),
 
   /** `upstream` (ask an HTTP auth server), `jwt` (verify locally) or `introspection` (RFC 7662). Required. */
   AUTH_MODE: Type.Union([Type.Literal('upstream'), Type.Literal('jwt'), Type.Literal('introspection')]),
@@ -196,6 +198,8 @@ export interface PublishConfig {
   token: string
   maxEvents: number
   maxBytes: number
+  /** Most users in one POST /presence. */
+  presenceMaxUsers: number
 }
 
 export interface LimitsConfig {
@@ -260,7 +264,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     publish:
       env.PUBLISH_TOKEN === undefined
         ? undefined
-        : { token: env.PUBLISH_TOKEN, maxEvents: env.PUBLISH_MAX_EVENTS, maxBytes: env.PUBLISH_MAX_BYTES },
+        : { token: env.PUBLISH_TOKEN, maxEvents: env.PUBLISH_MAX_EVENTS, maxBytes: env.PUBLISH_MAX_BYTES, presenceMaxUsers: env.PRESENCE_MAX_USERS },
     auth: authConfig(env),
     limits: {
       maxConnections: env.MAX_CONNECTIONS,

@@ -32,6 +32,10 @@ const TooManyConnections = createError(
 const TooManyUserStreams = createError(
   'NOTIFY_TOO_MANY_USER_STREAMS', 'This user already holds the maximum of %d streams', 429, RangeError, false)
 const RateLimited = createError('NOTIFY_RATE_LIMITED', 'Too many connection attempts, retry in %s', 429, RangeError, false)
+const InvalidUser = createError('NOTIFY_INVALID_USER', '%s', 400, TypeError, false)
+const TooManyUsers = createError('NOTIFY_TOO_MANY_USERS', '%d users asked, at most %d per call', 413, RangeError, false)
+const PresenceUnavailable = createError(
+  'NOTIFY_PRESENCE_UNAVAILABLE', 'Redis unreachable or too slow: presence unknown, retry later', 503, Error, false)
 const InvalidEvent = createError('NOTIFY_INVALID_EVENT', '%s', 400, TypeError, false)
 const EventTooLarge = createError('NOTIFY_EVENT_TOO_LARGE', '%s', 413, RangeError, false)
 
@@ -93,6 +97,10 @@ export const errors = {
     Object.assign(new InvalidEvent(`${where(details)}: ${why}`), { details }) as EventError,
   eventTooLarge: (details: EventErrorDetails, why: string): EventError =>
     Object.assign(new EventTooLarge(`${where(details)}: ${why}`), { details }) as EventError,
+  /** GET /presence/<user>, POST /presence: a user id breaks the recipient rules (recipient.ts). */
+  invalidUser: (why: string): ClientError => new InvalidUser(why) as ClientError,
+  tooManyUsers: (asked: number, max: number): ClientError => new TooManyUsers(asked, max) as ClientError,
+  presenceUnavailable: (): ClientError => withHeaders(new PresenceUnavailable(), { 'retry-after': String(AUTH_RETRY_AFTER_S) }),
   /** GET /notify: the client accepts neither stream format (sse/accept.ts). */
   notAcceptable: (): ClientError => new NotAcceptable() as ClientError,
   /** `url` must already be redacted: it is echoed to the client and logged. */

@@ -58,12 +58,35 @@ export interface Broker extends EventEmitter {
   read(request: ReadRequest): Promise<HistoryRead>
   /**
    * Stores (when history is on) and publishes each item, in order; resolves to
-   * each item's event id, or null when history is off. With an idempotency
-   * key, items published before under the same key are not published again
-   * (their first ids are returned). Rejects while the broker is unreachable,
-   * or with IdempotencyConflict / NotReplicated (publish-script.ts).
+   * each item's delivery: its event id (null when history is off) and whether
+   * anyone got it live. With an idempotency key, items published before under
+   * the same key are not published again (their first ids are returned, live
+   * unknown). Rejects while the broker is unreachable, or with
+   * IdempotencyConflict / NotReplicated (publish-script.ts).
    */
-  publish(items: readonly PublishItem[], opts?: PublishOptions): Promise<(string | null)[]>
+  publish(items: readonly PublishItem[], opts?: PublishOptions): Promise<Delivery[]>
+  /**
+   * Whether each user has a stream open anywhere (Redis: on any instance, as
+   * the user's own channel's subscribers say; embedded: in this process), in
+   * order. Rejects (BrokerUnavailable or a deadline) while the broker is unreachable.
+   */
+  presence(users: readonly string[]): Promise<Presence[]>
+}
+
+/** What publishing one item did. `null`: not known (see redis/publish.lua, "Returns"). */
+export interface Delivery {
+  id: string | null
+  /** Someone got it live: a stream of the recipient was open (subscribed) when it was published. */
+  live: boolean | null
+  /** Instances holding a stream of the recipient then (embedded: 1 or 0). */
+  instances: number | null
+}
+
+/** Whether a user has a stream open now; `null`: not known (Redis without sharded pub/sub). */
+export interface Presence {
+  online: boolean | null
+  /** Instances holding a stream of the user (embedded: 1 or 0). */
+  instances: number | null
 }
 
 export interface PublishOptions {

@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events'
 import type { HistoryRead, ReadRequest } from '../history/replay.js'
 import { encodeEvent } from '../sse/frame.js'
 import { TtlCache } from '../auth/ttl-cache.js'
-import { type Broker, BrokerUnavailable, fingerprint, IdempotencyConflict, type LiveSink, type PublishItem, type PublishOptions } from './broker.js'
+import { type Broker, BrokerUnavailable, type Delivery, fingerprint, IdempotencyConflict, type LiveSink, type Presence, type PublishItem, type PublishOptions } from './broker.js'
 import { MemoryHistory } from './memory-history.js'
 
 /** Idempotency keys remembered at most; the oldest go first. */
@@ -18,6 +18,8 @@ export interface MemoryBrokerOptions {
   /** Seconds an idempotency key is remembered. */
   idempotencyTtlS: number
   sink: LiveSink
+  /** Open streams of a user in this process (the hub): whether an event was delivered live, and presence. */
+  streamsOf: (user: string) => number
   now?: () => number
 }
 
@@ -68,7 +70,15 @@ export class MemoryBroker extends EventEmitter implements Broker {
     return this.history.read(recipient, from)
   }
 
-  async publish(items: readonly PublishItem[], options: PublishOptions = {}): Promise<(string | null)[]> {
+  async presence(users: readonly string[]): Promise<Presence[]> {
+    if (!this.#up) throw new BrokerUnavailable('broker closed')
+    return users.map((user) => {
+      const online = this.opts.streamsOf(user) > 0
+      return { online, instances: online ? 1 : 0 }
+    })
+  }
+
+  async publish(items: readonly PublishItem[], options: PublishOptions = {}): Promise<Delivery[]> {
     if (!this.#up) throw new BrokerUnavailable('broker closed')
     const key = options.idempotencyKey
     if (key === undefined) return items.map((item) => this.#store(item))
@@ -83,21 +93,24 @@ export class MemoryBroker extends EventEmitter implements Broker {
     })
     return items.map((item, i) => {
       const first = firsts[i]
-      if (first !== undefined) return first.id
-      const id = this.#store(item)
-      this.#published.set(markers[i] as string, { content: fingerprint(item), id }, this.opts.idempotencyTtlS * 1000)
-      return id
+      // A retry delivers nothing: whether the first call reached anyone is not kept.
+      if (first !== undefined) return { id: first.id, live: null, instances: null }
+      const delivery = this.#store(item)
+      this.#published.set(markers[i] as string, { content: fingerprint(item), id: delivery.id }, this.opts.idempotencyTtlS * 1000)
+      return delivery
     })
   }
 
-  #store({ recipient, type, data, liveOnly, collapseKey }: PublishItem): string | null {
+  #store({ recipient, type, data, liveOnly, collapseKey }: PublishItem): Delivery {
+    const live = this.opts.streamsOf(recipient) > 0
+    const delivered = { live, instances: live ? 1 : 0 }
     if (this.opts.historySize === 0 || liveOnly === true) {
       this.opts.sink.stored(recipient, undefined, Buffer.from(encodeEvent(type === undefined ? { data } : { event: type, data })))
-      return null
+      return { id: null, ...delivered }
     }
     const event = this.history.append(recipient, type, data, collapseKey)
     this.opts.sink.stored(recipient, event.position, event.frame)
-    return event.id
+    return { id: event.id, ...delivered }
   }
 }
 

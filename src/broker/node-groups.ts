@@ -14,10 +14,15 @@ export function groupByNode(client: CommandClient, keys: readonly string[]): num
   keys.forEach((key, i) => {
     // An unknown slot (the map is being refreshed) gets its own group; ioredis
     // then routes that pipeline, or fails it, on its own.
-    const node = client.slots[calculateSlot(key)]?.[0] ?? `slot:${calculateSlot(key)}`
+    const node = masterOf(client, key) ?? `slot:${calculateSlot(key)}`
     const group = groups.get(node)
     if (group === undefined) groups.set(node, [i])
     else group.push(i)
   })
   return [...groups.values()]
+}
+
+/** The master serving `key`'s slot, as the slot map names it (`host:port`); undefined while unknown. */
+export function masterOf(client: Cluster, key: string): string | undefined {
+  return client.slots[calculateSlot(key)]?.[0]
 }

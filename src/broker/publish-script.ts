@@ -1,11 +1,11 @@
 // redis/publish.lua, loaded once, and the one way this package calls it: one
-// EVALSHA per (event, recipient), pipelined per node (one pipeline on a single
+// EVALSHA per (event, recipient) (asking for the delivery reply), pipelined per node (one pipeline on a single
 // server or a Sentinel master, one per master on a Cluster), then, when asked,
 // a WAIT for replicas on the same connection. Shared by the service's Redis
 // broker and by the publisher exported for Node services.
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { fingerprint, IdempotencyConflict, NotReplicated, OutcomeUnknown, type PublishItem, type PublishOptions } from './broker.js'
+import { type Delivery, fingerprint, IdempotencyConflict, NotReplicated, OutcomeUnknown, type PublishItem, type PublishOptions } from './broker.js'
 import { collapseIndexKey, historyKey, idempotencyKey } from './keys.js'
 import { groupByNode } from './node-groups.js'
 import type { CommandClient } from './redis-clients.js'
@@ -32,18 +32,18 @@ export interface ScriptOptions {
   waitTimeoutMs?: number
 }
 
-/** Runs the script for each item; resolves to the ids (null when history is off). */
+/** Runs the script for each item; resolves to what each did (id, null when history is off; live delivery). */
 export async function runPublishScript(
   redis: CommandClient,
   items: readonly PublishItem[],
   opts: ScriptOptions,
   publish: PublishOptions = {},
-): Promise<(string | null)[]> {
-  const ids: (string | null)[] = new Array(items.length).fill(null)
+): Promise<Delivery[]> {
+  const deliveries: Delivery[] = new Array(items.length).fill(UNKNOWN)
   const keys = items.map((item) => historyKey(opts.channel, item.recipient))
   const groups = groupByNode(redis, keys)
   if (publish.idempotencyKey !== undefined) await refuseConflicts(redis, items, groups, opts.channel, publish.idempotencyKey)
-  const settled = await Promise.allSettled(groups.map((group) => runGroup(redis, items, group, opts, publish, ids)))
+  const settled = await Promise.allSettled(groups.map((group) => runGroup(redis, items, group, opts, publish, deliveries)))
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected')
   if (failed !== undefined) {
     // One node's part failed while another's was published: whatever the
@@ -57,7 +57,24 @@ export async function runPublishScript(
   const wanted = opts.waitReplicas ?? 0
   const least = Math.min(...acked)
   if (wanted > 0 && least < wanted) throw new NotReplicated(wanted, least)
-  return ids
+  return deliveries
+}
+
+const UNKNOWN: Delivery = { id: null, live: null, instances: null }
+
+/**
+ * The script's 'delivery' reply (redis/publish.lua, "Returns"): SPUBLISH's
+ * count is the instances holding the recipient's channel; with the classic
+ * copy, instances of an older version are not counted (0 says nothing); on
+ * the classic channel alone, or for a retry that published nothing, nobody knows.
+ */
+export function deliveryOf(reply: unknown): Delivery {
+  const [rawId, rawInstances, route] = reply as [string | null, number | null, string]
+  const id = rawId ?? null
+  const instances = rawInstances === null ? null : Number(rawInstances)
+  if (route === 'shard' && instances !== null) return { id, live: instances > 0, instances }
+  if (route === 'both' && instances !== null) return { id, live: instances > 0 ? true : null, instances }
+  return { id, live: null, instances: null }
 }
 
 /**
@@ -93,7 +110,7 @@ async function runGroup(
   group: number[],
   opts: ScriptOptions,
   publish: PublishOptions,
-  ids: (string | null)[],
+  deliveries: Delivery[],
 ): Promise<number> {
   const wait = opts.waitReplicas ?? 0
   let todo = group
@@ -116,11 +133,11 @@ async function runGroup(
     const results = (await pipeline.exec()) ?? []
     const again: number[] = []
     todo.forEach((itemIndex, k) => {
-      const [err, id] = results[k] ?? [new Error('no reply')]
+      const [err, reply] = results[k] ?? [new Error('no reply')]
       if (err && attempt === 0 && err.message.startsWith('NOSCRIPT')) again.push(itemIndex)
       else if (err?.message.startsWith('NOTIFY_IDEMPOTENCY_CONFLICT')) throw new IdempotencyConflict(err.message)
       else if (err) throw err
-      else ids[itemIndex] = (id as string | null) ?? null
+      else deliveries[itemIndex] = deliveryOf(reply)
     })
     if (wait > 0) {
       const [err, n] = results[todo.length] ?? [new Error('no reply to WAIT')]
@@ -141,5 +158,5 @@ function scriptArgs(item: PublishItem, opts: ScriptOptions, publish: PublishOpti
   if (item.collapseKey) keys.push(collapseIndexKey(opts.channel, item.recipient))
   const args = [opts.channel, item.recipient, item.type ?? '', item.data, opts.historySize, opts.historyTtlS]
   const controls = [item.liveOnly === true ? 'live' : 'store', item.collapseKey ?? '']
-  return { keys, args: [...args, opts.routing ?? 'shard', token, opts.idempotencyTtlS ?? 600, ...controls] }
+  return { keys, args: [...args, opts.routing ?? 'shard', token, opts.idempotencyTtlS ?? 600, ...controls, 'delivery'] }
 }

@@ -13,10 +13,11 @@ import type { RedisConfig } from '../redis-config.js'
 import { isClassicCopy, isEnvelope } from '../history/envelope.js'
 import { encodeEvent } from '../sse/frame.js'
 import { Batcher } from './batcher.js'
-import { type Broker, BrokerUnavailable, IdempotencyConflict, type LiveSink, NotReplicated, OutcomeUnknown, type PublishItem, type PublishOptions } from './broker.js'
+import { type Broker, BrokerUnavailable, type Delivery, IdempotencyConflict, type LiveSink, NotReplicated, OutcomeUnknown, type Presence, type PublishItem, type PublishOptions } from './broker.js'
 import { deadline } from './deadline.js'
 import { historyKey } from './keys.js'
 import { groupByNode } from './node-groups.js'
+import { askPresence } from './presence.js'
 import { runPublishScript, type ScriptOptions } from './publish-script.js'
 import { type CommandClient, createCommandClient, restartWhenEnded } from './redis-clients.js'
 import { Subscriptions } from './subscriptions.js'
@@ -156,12 +157,21 @@ export class RedisBroker extends EventEmitter implements Broker {
     }
   }
 
-  async publish(items: readonly PublishItem[], options?: PublishOptions): Promise<(string | null)[]> {
+  async publish(items: readonly PublishItem[], options?: PublishOptions): Promise<Delivery[]> {
     try {
       return await deadline(runPublishScript(this.#publishing, items, this.#script, options), this.#timeoutMs, 'publishing')
     } catch (err) {
       throw classify(err)
     }
+  }
+
+  /**
+   * Without sharded pub/sub (Redis before 7) there are no user channels to
+   * count: every instance reads everyone's events, and nobody knows who is online.
+   */
+  async presence(users: readonly string[]): Promise<Presence[]> {
+    if (this.subscriptions.sharded === false) return users.map(() => ({ online: null, instances: null }))
+    return deadline(askPresence(this.#commands, this.opts.channel, users), this.#timeoutMs, 'asking presence')
   }
 
   /** SSUBSCRIBE exists from Redis 7.0 on (and can be renamed away); COMMAND INFO answers nil for an unknown one. */

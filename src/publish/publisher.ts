@@ -1,7 +1,7 @@
 // Publishing, whatever the broker: validate the whole batch, then hand the items
 // over in one call. Used by POST /publish, by the in-process publisher of the
 // embedded broker, and (through a Redis script runner) by createPublisher.
-import type { PublishItem, PublishOptions } from '../broker/broker.js'
+import type { Delivery, PublishItem, PublishOptions } from '../broker/broker.js'
 import { errors } from '../errors.js'
 import { type BatchLimits, prepareBatch } from './batch.js'
 
@@ -18,13 +18,23 @@ export type NotifyEvent = (
   [field: string]: unknown
 }
 
-/** The id given to one (event, recipient): what the browser gets as the SSE `id:`. */
+/** What became of one (event, recipient): its id (the browser's SSE `id:`) and whether anyone got it live. */
 export interface Published {
   /** Index of the event in the batch (0 for a single event). */
   event: number
   recipient_id: string
   /** Null when history is off (HISTORY_SIZE=0) or the event is live_only: delivered live, without id. */
   id: string | null
+  /**
+   * True: a stream of the recipient was open, somewhere in the fleet, when it
+   * was published (it got the event live); false: none was. Null: not known
+   * (a retry with the same idempotency key, which publishes nothing; with
+   * PUBLISH_CLASSIC_COPY, when no instance of this version holds one; on a
+   * Redis without sharded pub/sub). README, "Publishing".
+   */
+  live: boolean | null
+  /** Instances that held a stream of the recipient (embedded broker: 1 or 0); null when not known. */
+  instances: number | null
 }
 
 export interface Publisher {
@@ -44,7 +54,7 @@ export interface Publisher {
 export const DEFAULT_LIMITS: BatchLimits = { maxEvents: 1000, maxEventBytes: 262_144 }
 
 export function makePublisher(
-  send: (items: readonly PublishItem[], options: PublishOptions) => Promise<(string | null)[]>,
+  send: (items: readonly PublishItem[], options: PublishOptions) => Promise<Delivery[]>,
   limits: BatchLimits,
 ): Publisher {
   return {
@@ -53,8 +63,11 @@ export function makePublisher(
         throw errors.invalidIdempotencyKey()
       }
       const { items, owners } = prepareBatch(events, limits)
-      const ids = await send(items, options)
-      return owners.map((o, i) => ({ event: o.event, recipient_id: o.recipient, id: ids[i] ?? null }))
+      const deliveries = await send(items, options)
+      return owners.map((o, i) => {
+        const { id = null, live = null, instances = null } = deliveries[i] ?? {}
+        return { event: o.event, recipient_id: o.recipient, id, live, instances }
+      })
     },
   }
 }
