@@ -215,14 +215,14 @@ for (const broker of ['redis', 'embedded'] as const) {
       const published = res.json?.published as { event: number; recipient_id: string; id: string }[]
       t.match(res.json, {
         published: [
-          { event: 0, recipient_id: 'ok-a', id: ID },
-          { event: 1, recipient_id: 'ok-a', id: ID },
-          { event: 1, recipient_id: '42', id: ID },
-          { event: 2, recipient_id: '42', id: ID },
+          { event: 0, recipient_id: 'ok-a', id: ID, live: true, instances: 1 },
+          { event: 1, recipient_id: 'ok-a', id: ID, live: true, instances: 1 },
+          { event: 1, recipient_id: '42', id: ID, live: true, instances: 1 },
+          { event: 2, recipient_id: '42', id: ID, live: true, instances: 1 },
         ],
       })
       t.equal(published.length, 4, 'one entry per (event, distinct recipient)')
-      t.same(Object.keys(published[0] ?? {}).sort(), ['event', 'id', 'recipient_id'])
+      t.same(Object.keys(published[0] ?? {}).sort(), ['event', 'id', 'instances', 'live', 'recipient_id'])
 
       const ea = await a.nextEvents(2)
       const eb = await b.nextEvents(2)
@@ -259,7 +259,7 @@ for (const broker of ['redis', 'embedded'] as const) {
     const stream = await listen(t, s, 'live')
     const res = await post(s, { recipient_id: 'live', type: 'x' })
     t.equal(res.status, 202)
-    t.same(res.json, { published: [{ event: 0, recipient_id: 'live', id: null }] })
+    t.same(res.json, { published: [{ event: 0, recipient_id: 'live', id: null, live: true, instances: 1 }] })
     const [e] = await stream.nextEvents(1)
     t.equal(e?.event, 'x')
     t.equal(e?.id, undefined)
