@@ -74,7 +74,9 @@
 --                   every instance receives it, whoever it is for: instances is nil (unknown).
 --   route 'none'    an idempotent retry: nothing published by this call; instances nil.
 -- A new argument rather than a new reply for everyone: callers in other
--- languages parse the id string, and they keep getting exactly that. The message it publishes:
+-- languages parse the id string, and they keep getting exactly that.
+--
+-- The message it publishes:
 --   "\30" <id or ''> "\n" <type> "\n" <recipient as a JSON string> "\n" <data>
 -- (a leading 0x1E can never start a JSON text, so plain events stay unambiguous).
 -- The copy on <channel> in 'both' mode has one space after the recipient's JSON:
