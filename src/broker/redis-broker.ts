@@ -19,7 +19,7 @@ import { historyKey } from './keys.js'
 import { groupByNode } from './node-groups.js'
 import { askPresence } from './presence.js'
 import { runPublishScript, type ScriptOptions } from './publish-script.js'
-import { type CommandClient, createCommandClient, restartWhenEnded } from './redis-clients.js'
+import { type CommandClient, createCommandClient, refreshSlotsSoon, restartWhenEnded } from './redis-clients.js'
 import { Subscriptions } from './subscriptions.js'
 
 export interface RedisBrokerOptions {
@@ -151,6 +151,7 @@ export class RedisBroker extends EventEmitter implements Broker {
       try {
         return await this.#reads.add(request)
       } catch (err) {
+        this.#trouble()
         if (performance.now() + wait >= until) throw err
         await new Promise((resolve) => setTimeout(resolve, wait))
       }
@@ -161,8 +162,16 @@ export class RedisBroker extends EventEmitter implements Broker {
     try {
       return await deadline(runPublishScript(this.#publishing, items, this.#script, options), this.#timeoutMs, 'publishing')
     } catch (err) {
-      throw classify(err)
+      const failure = classify(err)
+      if (failure instanceof BrokerUnavailable || failure instanceof OutcomeUnknown) this.#trouble()
+      throw failure
     }
+  }
+
+  /** A call failed or timed out: on a Cluster, its slot may have a new master. */
+  #trouble(): void {
+    if (this.#publishing instanceof Cluster) refreshSlotsSoon(this.#publishing)
+    if (this.#commands instanceof Cluster && this.#commands !== this.#publishing) refreshSlotsSoon(this.#commands)
   }
 
   /**

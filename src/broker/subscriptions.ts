@@ -27,7 +27,7 @@ import type { LogLimiter } from '../log-limiter.js'
 import type { RedisConfig } from '../redis-config.js'
 import { liveChannel } from './keys.js'
 import { commandGroups, planPass, slotMapKey } from './subscription-plan.js'
-import { subscriberOptions } from './redis-clients.js'
+import { refreshSlotsSoon, SLOTS_REFRESH_SOON_MS, subscriberOptions } from './redis-clients.js'
 import { SerialRunner } from './serial-runner.js'
 import { SubscriberLink } from './subscriber-link.js'
 
@@ -91,6 +91,8 @@ export class Subscriptions extends EventEmitter {
    * connection lost or back, a slot map change, a failed pass).
    */
   #full = true
+  /** While down on a Cluster: reads the slot map every second, so that a promoted replica is found soon. */
+  #watchSlots: NodeJS.Timeout | undefined
   /** The slot map as of the last refresh: ranges of slots and their masters. */
   #slotMap = ''
   /** Messages taken off Redis: on the classic channel, and on users' own channels. */
@@ -178,6 +180,7 @@ export class Subscriptions extends EventEmitter {
   async close(): Promise<void> {
     this.#closed = true
     this.#runner.stop()
+    clearInterval(this.#watchSlots)
     this.opts.cluster?.removeListener('refresh', this.#onRefresh)
     this.#setUp(false, false)
     await Promise.all([...this.#links.values()].map((link) => link.close()))
@@ -401,6 +404,13 @@ export class Subscriptions extends EventEmitter {
   #setUp(up: boolean, emit: boolean): void {
     if (up === this.#up) return
     this.#up = up
+    const cluster = this.opts.cluster
+    if (up || this.#closed) {
+      clearInterval(this.#watchSlots)
+      this.#watchSlots = undefined
+    } else if (cluster !== undefined && this.#watchSlots === undefined) {
+      this.#watchSlots = setInterval(() => refreshSlotsSoon(cluster), SLOTS_REFRESH_SOON_MS).unref()
+    }
     if (emit) this.emit(up ? 'up' : 'down')
   }
 }
