@@ -118,6 +118,10 @@ export class SseStream implements Scheduled {
   /** Writes the head (the first time), then what a history read decided. Still held. */
   apply(outcome: Outcome): void {
     if (this.closed) return
+    // The head, the hello and the replay leave in one write to the kernel, not
+    // one per frame: in a reconnect storm that is one syscall per stream instead of ten.
+    const socket = this.res.socket
+    socket?.cork()
     this.#open()
     if (outcome.resync) {
       this.#write(this.framer.resync)
@@ -127,6 +131,7 @@ export class SseStream implements Scheduled {
       if (isAfter(outcome.position, this.position)) this.position = outcome.position
     }
     if (outcome.announce === true && !this.closed) this.#write(this.framer.position(this.position, this.userId))
+    socket?.uncork()
   }
 
   /** Writes what was queued, in order, and goes live. */
@@ -135,11 +140,14 @@ export class SseStream implements Scheduled {
     if (pending === null) return
     this.#pending = null
     this.#pendingBytes = 0
+    const socket = this.#direct
+    socket?.cork()
     for (const item of pending) {
-      if (this.closed) return
+      if (this.closed) break
       if (Buffer.isBuffer(item)) this.#write(item)
       else this.#writeStored(item)
     }
+    socket?.uncork()
   }
 
   /** Sends the last frame of `reason` (auth-expired, or a retry hint) and ends the response and the connection. */
