@@ -396,7 +396,8 @@ t.test('catch-up of 300 streams is pipelined', async (t) => {
   t.equal(s.app.notifier.hub.size, N, `${N} streams open`)
 
   const calls = async (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(await admin.info('commandstats'))?.[1] ?? 0)
-  // Nothing reads history between here and the catch-up (the script only writes).
+  // Between here and the catch-up only the publish script reads history: the
+  // newest entry of the recipient's, once per stored event (the collapse bookkeeping).
   const reads = { xrange: await calls('xrange'), xrevrange: await calls('xrevrange') }
   const down = once(broker, 'down')
   t.equal(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'), 1, 'the subscriber connection killed')
@@ -415,6 +416,6 @@ t.test('catch-up of 300 streams is pipelined', async (t) => {
   t.equal(stats.replayed - base.replayed, N, 'one event replayed per stream')
   t.same(stats.resyncs, { malformed: 0, foreign: 0, gone: 0 }, 'no resync')
   t.equal((await calls('xrange')) - reads.xrange, N, 'one range read per stream')
-  t.equal((await calls('xrevrange')) - reads.xrevrange, N, 'one tip read per stream')
+  t.equal((await calls('xrevrange')) - reads.xrevrange - missed.length, N, 'one tip read per stream (besides the script\'s)')
   t.ok(pipelines <= 2, `the 600 reads went out in ${pipelines} pipeline(s) (batches of 256), not one round trip per stream`)
 })
