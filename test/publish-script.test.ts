@@ -123,7 +123,7 @@ t.test('history size 0: nothing stored, returns nil, publishes an envelope witho
   t.same(env.events, [{ event: 'ping', id: undefined, data }])
   t.same(
     await runPublishScript(db, [{ event: 0, recipient: '7', type: undefined, data: '{}' }], { channel: ch, historySize: 0, historyTtlS: 60 }),
-    [null],
+    [{ id: null, live: false, instances: 0 }],
     'runPublishScript gives null too',
   )
   t.equal(await db.exists(key), 0)

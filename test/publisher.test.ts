@@ -202,7 +202,7 @@ t.test('the script refuses bad arguments, and stores and publishes nothing', asy
     ['a negative history size', key, args(4, '-1'), /^NOTIFY_BAD_ARGUMENT history size/],
     ['a history size that is not a number', key, args(4, 'many'), /^NOTIFY_BAD_ARGUMENT history size/],
     ['a ttl of 0', key, args(5, '0'), /^NOTIFY_BAD_ARGUMENT history ttl/],
-    ['a missing argument', key, good.slice(0, 5), /^NOTIFY_BAD_ARGUMENT expected 6, 9 or 11 arguments/],
+    ['a missing argument', key, good.slice(0, 5), /^NOTIFY_BAD_ARGUMENT expected 6, 9, 11 or 12 arguments/],
   ]
   for (const [name, k, a, error] of cases) {
     t.match(await evalScript(s, k, a), error, name)
