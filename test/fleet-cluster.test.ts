@@ -12,5 +12,9 @@ import { noYaml } from './helpers/manifests.js'
 
 const skip = (findNginx() === undefined && 'nginx not found; install it (sudo apt-get install -y nginx)') || noYaml()
 if (skip && process.env.CI) t.fail(skip)
+// About 90 s alone (the Cluster's a little more): three deploy steps each wait
+// for a plain EventSource's 3 s retry and the restarted instance's /readyz.
+// Beside other files on two cores it can pass 120 s.
+t.setTimeout(240_000)
 
 t.test('a fleet of three on a Redis Cluster: rolling deploy and SIGKILL under load', { skip }, (t) => fleetScenario(t, 'cluster'))

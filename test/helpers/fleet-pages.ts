@@ -23,7 +23,7 @@ export interface Shown {
 interface PageRecord {
   shown: Shown[]
   resyncs: number
-  /** The helper: state is `live`. Plain: the stream is open and has its position. */
+  /** The helper: state is `live`. Plain: open from a stored id, or told its position. */
   live: boolean
   max: number
 }
@@ -75,6 +75,9 @@ const PLAIN_PAGE = `<!doctype html>
       window.shown.push({ n, at: Date.now() })
       window.max = Math.max(window.max, n)
     })
+    // Live once nothing can be missed: a stream resuming from an id gets
+    // everything after it; a first one, once the service says where it stands.
+    es.addEventListener('open', () => { if (last) window.live = true })
     es.addEventListener('position', (e) => {
       remember(e)
       window.live = true

@@ -48,6 +48,8 @@ export interface Fleet {
   nginx: FleetNginx
   /** http://localhost:<port>: nginx, as browsers reach it. */
   base: string
+  /** http://127.0.0.1:<port>: nginx, for Node's fetch (nginx listens on IPv4 loopback only). */
+  direct: string
 }
 
 export interface FleetOptions {
@@ -67,7 +69,8 @@ function composeEnvironment(): Record<string, string> {
 
 async function startAuth(t: Teardown): Promise<string> {
   const port = await freePort()
-  const proc = spawn(process.execPath, [AUTH], { env: { PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] })
+  const [cmd = process.execPath, ...pre] = [...GUARD, process.execPath]
+  const proc = spawn(cmd, [...pre, AUTH], { env: { PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
       const exited = once(proc, 'exit')
@@ -121,8 +124,7 @@ function instance(t: Teardown, name: string, port: number, env: Record<string, s
         async (reason) => {
           if (p.exitCode !== null) throw new Error(`${name} exited (${p.exitCode}): ${out.slice(-2000)}`)
           const res = await fetch(`${base}/readyz`)
-          reason(`/readyz ${res.status}`)
-          await res.body?.cancel()
+          reason(`/readyz ${res.status} ${await res.text()}; log: ${out.slice(-1500)}`)
           return res.status === 200
         },
         { timeoutMs: 30_000, what: `${name} ready (GET /readyz 200)` },
@@ -151,5 +153,5 @@ export async function startFleet(t: Teardown, opts: FleetOptions): Promise<Fleet
   const instances = ports.map((port, i) => instance(t, `notify-${i + 1}`, port, env))
   await Promise.all(instances.map((i) => i.start()))
   const nginx = await startFleetNginx(t, ports)
-  return { instances, nginx, base: `http://localhost:${nginx.port}` }
+  return { instances, nginx, base: `http://localhost:${nginx.port}`, direct: `http://127.0.0.1:${nginx.port}` }
 }
