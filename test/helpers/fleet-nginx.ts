@@ -111,7 +111,10 @@ http {
   const test = spawnSync(nginx, [...args, '-t'], { encoding: 'utf8' })
   if (test.status !== 0) throw new Error(`nginx -t refuses deploy/nginx-fleet.conf: ${test.stderr}`)
 
-  const proc = spawn(nginx, [...args, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  // Under a death guard, as the instances: a test killed by its timeout leaves no nginx behind.
+  const guard = spawnSync('setpriv', ['--pdeathsig', 'KILL', 'true']).status === 0 ? ['setpriv', '--pdeathsig', 'KILL', nginx] : [nginx]
+  const [cmd = nginx, ...pre] = guard
+  const proc = spawn(cmd, [...pre, ...args, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   proc.stderr.on('data', (d: Buffer) => (stderr += d))
   const exited = once(proc, 'exit')
