@@ -91,7 +91,10 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   const ingest = createIngest(hub, config.maxEventBytes, logs)
   const broker = createBroker(config, ingest, logs, deps, (user) => hub.countOf(user))
   const resumer = new Resumer({ hub, broker, historySize: config.history.size, logs })
-  broker.on('up', () => app.log.info({ broker: broker.kind, channel: config.channel }, 'broker up'))
+  broker.on('up', () => {
+    app.log.info({ broker: broker.kind, channel: config.channel }, 'broker up')
+    resumer.resumeSuspended()
+  })
   broker.on('down', () => app.log.warn({ broker: broker.kind }, 'broker connection lost; reconnecting'))
   // Live events may come back before the catch-up has read what was missed:
   // the streams of users whose live delivery was lost are held meanwhile...

@@ -114,6 +114,20 @@ export class Resumer {
     }
   }
 
+  /**
+   * Once everything is confirmed again ('up'): streams still held for a
+   * catch-up whose users are live again catch up now. Their 'regained' should
+   * have done it; this is the safety net for one that came while they were
+   * still being positioned (a stream left held would get heartbeats only).
+   */
+  resumeSuspended(): void {
+    const users = new Set<string>()
+    for (const stream of this.opts.hub.streams()) {
+      if (this.#suspended.has(stream) && this.opts.broker.live(stream.userId)) users.add(stream.userId)
+    }
+    if (users.size > 0) this.catchUp([...users])
+  }
+
   async #live(stream: SseStream, attached: Promise<void>, outcome: Outcome): Promise<void> {
     try {
       await attached
