@@ -15,17 +15,17 @@
 // service writes a heartbeat every HEARTBEAT_INTERVAL_MS (default 15 s).
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { accessSync, constants } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { Agent, createServer, type IncomingHttpHeaders, type IncomingMessage, request } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
-import { delimiter, join } from 'node:path'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { SignJWT } from 'jose'
 import t, { type Test } from 'tap'
 import type { SseStream } from '../src/sse/stream.js'
 import { build } from './helpers/app.js'
+import { findNginx } from './helpers/fleet-nginx.js'
 import { freePort } from './helpers/redis.js'
 import { openStream } from './helpers/sse.js'
 import { listenLoopback } from './helpers/listen.js'
@@ -34,18 +34,6 @@ const SNIPPET = new URL('../deploy/nginx.conf', import.meta.url)
 const PUBLISH_TOKEN = 'nginx-test-publish-token'
 // A stream that nginx holds back never gets its events; fail well before tap's 120 s.
 const TIMEOUT = 20_000
-
-function findNginx(): string | undefined {
-  // /usr/sbin is not on every user's PATH.
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin']
-  for (const dir of dirs.filter(Boolean)) {
-    try {
-      accessSync(join(dir, 'nginx'), constants.X_OK)
-      return join(dir, 'nginx')
-    } catch {}
-  }
-  return undefined
-}
 
 /** Replaces the one match of `pattern` (which must match exactly once). */
 function replaceOnce(text: string, pattern: RegExp, replace: (line: string) => string): string {
