@@ -7,7 +7,7 @@
 // on a live instance. The figures (worst gap, connects per second, catch-up
 // after SIGKILL) are printed as comments and quoted in the README ("Deploys").
 // The scenario is test/helpers/fleet-scenario.ts; the Cluster run is
-// test/fleet-cluster.test.ts.
+// test/fleet-cluster.fleet.ts.
 import t from 'tap'
 import { findNginx } from './helpers/fleet-nginx.js'
 import { fleetScenario } from './helpers/fleet-scenario.js'

@@ -1,6 +1,6 @@
 // Three instances behind a real nginx (deploy/nginx-fleet.conf) on the local
 // Redis Cluster (3 masters, 3 replicas), as users meet them: the scenario of
-// test/fleet.test.ts (Chromium pages through nginx, events published at a
+// test/fleet.fleet.ts (Chromium pages through nginx, events published at a
 // steady rate, a rolling deploy, a SIGKILL), with the users' channels and
 // histories spread over three masters. Every page shows every event once, in
 // order, without resync; every connect lands on a live instance. The scenario
