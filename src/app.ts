@@ -123,6 +123,14 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   // clients reconnect elsewhere, within half the shutdown budget.
   const unused = trackUnusedConnections(app.server)
   app.addHook('preClose', async () => {
+    // Stop accepting before the streams are told to reconnect: a balancer's
+    // connect is refused and goes to another instance at once (nginx's
+    // proxy_next_upstream), where a stream opened here would only be turned
+    // away with a retry hint, costing its client SSE_RETRY_MS more. Requests on
+    // connections already open still get the draining answers. Fastify's own
+    // server.close() later waits for the connections (and takes the
+    // not-running error as success).
+    app.server.close()
     await hub.closeAll(Math.floor(config.shutdownTimeoutMs / 2))
     unused.destroy()
   })

@@ -9,8 +9,9 @@ import type { RedisBroker } from '../src/broker/redis-broker.js'
 import { loadConfig } from '../src/config.js'
 import type { SseStream } from '../src/sse/stream.js'
 import { type Built, build } from './helpers/app.js'
+import { holdRequest } from './helpers/held-request.js'
 import { openBacklogged, openStalled } from './helpers/hub.js'
-import { type Metrics, metricsOf, scrape } from './helpers/metrics.js'
+import { type Metrics, metricsOf, parseMetrics, scrape } from './helpers/metrics.js'
 import { startRedis } from './helpers/redis.js'
 import { openStream } from './helpers/sse.js'
 
@@ -452,17 +453,18 @@ t.test('embedded broker: stored copies count under publish; no Redis gauge', asy
 
 t.test('shutdown: closed{shutdown} and opened{draining}', async (t) => {
   const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '6000', SSE_MAX_BUFFER_BYTES: '8388608' } })
-  // A client that stopped reading holds the drain (and the listening socket)
-  // for the grace period.
+  // A client that stopped reading holds the drain for the grace period.
   const stuck = await openBacklogged(t, s, 'stuck')
+  // The listening socket closes as the drain begins: these come on connections in use.
+  const heldNotify = await holdRequest(t, s.base, '/notify', auth('user-late'))
+  const heldMetrics = await holdRequest(t, s.base, '/metrics')
   const ending = once(s.app.notifier.hub, 'close')
   const closing = s.app.close()
   await ending
 
-  const late = await openStream(t, `${s.base}/notify`, auth('user-late'))
-  await late.ended
-  t.match(late.raw(), /^retry: \d+\n\n$/, 'turned away')
-  const m = await metricsOf(s.base)
+  const late = await heldNotify.complete()
+  t.match(late.body, /^retry: \d+\n\n$/, 'turned away')
+  const m = parseMetrics((await heldMetrics.complete()).body)
   t.same(m.by('notify_streams_opened_total', 'outcome'), counts(OUTCOMES, { ok: 1, draining: 1 }))
   t.same(m.by('notify_streams_closed_total', 'reason'), counts(CLOSE_REASONS, { shutdown: 1 }))
   t.equal(m.value('notify_streams_open'), 0)

@@ -7,6 +7,7 @@ import { once } from 'node:events'
 import { SignJWT } from 'jose'
 import t from 'tap'
 import { build } from './helpers/app.js'
+import { holdRequest } from './helpers/held-request.js'
 import { floodUntilClosed, hubSize, openBacklogged, openStalled } from './helpers/hub.js'
 import { openNdjson } from './helpers/ndjson.js'
 import { openStream } from './helpers/sse.js'
@@ -126,15 +127,16 @@ t.test('while draining, an NDJSON request gets a retry object, without auth', as
   const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '6000', SSE_RETRY_MS: '1500', SSE_MAX_BUFFER_BYTES: '8388608' } })
   // A client that stopped reading keeps the drain going (test/shutdown.test.ts).
   await openBacklogged(t, s, 'stuck')
+  // New connections are refused while draining: the request comes on one in use.
+  const held = await holdRequest(t, s.base, '/notify', { accept: 'application/x-ndjson', authorization: 'Bearer user-late' })
   const ending = once(s.app.notifier.hub, 'close')
   const closing = s.app.close()
   await ending
   const calls = s.upstream.totalCalls()
-  const late = await openNdjson(t, `${s.base}/notify`, { authorization: 'Bearer user-late' })
-  await late.ended
+  const late = await held.complete()
   t.equal(late.status, 200)
   t.equal(late.headers['content-type'], 'application/x-ndjson; charset=utf-8')
-  t.equal(late.raw(), '{"retry":1500}\n')
+  t.equal(late.body, '{"retry":1500}\n')
   t.equal(s.upstream.totalCalls(), calls)
   await closing
 })

@@ -6,6 +6,7 @@ import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { build, type Built } from './helpers/app.js'
+import { holdRequest } from './helpers/held-request.js'
 import { openBacklogged } from './helpers/hub.js'
 import { startRedis } from './helpers/redis.js'
 import { openStream } from './helpers/sse.js'
@@ -73,25 +74,39 @@ t.test('a connection that never sent a request does not hold shutdown', async (t
   t.ok(ms < 1000, `close() took ${ms.toFixed(0)} ms (the spare connection was cut, not waited for)`)
 })
 
-t.test('while draining, /notify says "retry" without auth and /readyz says 503', async (t) => {
+t.test('while draining: new connections refused; on a busy one, /notify says "retry" without auth and /readyz says 503', async (t) => {
   const s = await build(t, { env: { SHUTDOWN_TIMEOUT_MS: '6000', SSE_RETRY_MS: '1500', SSE_MAX_BUFFER_BYTES: '8388608' } })
   // A client that stopped reading keeps the drain going for the whole grace period.
   await openBacklogged(t, s, 'stuck')
+  // Connections in use when the drain begins (as a balancer's keep-alive ones may be).
+  const heldNotify = await holdRequest(t, s.base, '/notify', { authorization: 'Bearer user-late' })
+  const heldReady = await holdRequest(t, s.base, '/readyz')
   const ending = once(s.app.notifier.hub, 'close')
   const closing = s.app.close()
-  await ending // preClose has run: the hub is draining, the server still listens
+  await ending // preClose has run: the hub is draining
   t.ok(s.app.notifier.hub.closing)
   const callsBefore = s.upstream.totalCalls()
 
-  const late = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-late' })
-  await late.ended
+  // A balancer's connect fails at once and goes to another instance (nginx's
+  // proxy_next_upstream), instead of a stream here that only says "retry".
+  const refused = await new Promise<string | undefined>((resolve) => {
+    const socket = connect(Number(new URL(s.base).port), '127.0.0.1')
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(undefined)
+    })
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code))
+  })
+  t.equal(refused, 'ECONNREFUSED', 'a new connection is refused')
+
+  const late = await heldNotify.complete()
   t.equal(late.status, 200, 'not a 503: a plain EventSource would give up for good')
-  t.equal(late.raw(), 'retry: 1500\n\n')
+  t.equal(late.body, 'retry: 1500\n\n')
   t.equal(s.upstream.totalCalls(), callsBefore, 'no upstream call for a client that is turned away')
 
-  const ready = await fetch(`${s.base}/readyz`)
+  const ready = await heldReady.complete()
   t.equal(ready.status, 503)
-  t.match(await ready.json(), { status: 'not ready', closing: true })
+  t.match(JSON.parse(ready.body), { status: 'not ready', closing: true })
   await closing
 })
 

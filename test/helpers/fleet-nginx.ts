@@ -48,6 +48,8 @@ export interface FleetNginx {
   port: number
   /** The access log so far. */
   accesses(): Promise<Access[]>
+  /** nginx's own complaints so far (error log lines at `warn` and above), for failure messages. */
+  complaints(): Promise<string[]>
 }
 
 /** deploy/nginx-fleet.conf with its upstream servers on `ports` (in order) and listening on 127.0.0.1:`listen`. */
@@ -140,6 +142,7 @@ http {
         .split('\n')
         .map(parseAccess)
         .filter((a): a is Access => a !== undefined),
+    complaints: async () => (await readFile(join(dir, 'error.log'), 'utf8')).split('\n').filter((l) => /\[(warn|error|crit|alert|emerg)\]/.test(l)),
   }
 }
 

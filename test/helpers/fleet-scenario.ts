@@ -85,11 +85,16 @@ export async function fleetScenario(t: Test, redis: 'single' | 'cluster'): Promi
   // Rolling deploy: each instance in turn drained and started again. The next
   // one goes only once every page shows an event published after the restart.
   const deployFrom = Date.now()
+  const steps: string[] = []
   for (const instance of fleet.instances) {
-    stops.push({ port: instance.port, at: Date.now() })
+    const at = Date.now()
+    stops.push({ port: instance.port, at })
     t.equal(await instance.stop('SIGTERM'), 0, `${instance.name}: SIGTERM, drained, exit 0`)
+    const exited = Date.now()
     await instance.start()
+    const ready = Date.now()
     await allShown(pages, await publisher.next())
+    steps.push(`${instance.name} exited ${exited - at} ms, ready ${ready - exited} ms, every page on a newer event ${Date.now() - ready} ms`)
   }
   const deployTo = Date.now()
   const deployGap = await worstGapOf(pages, deployFrom, deployTo)
@@ -141,11 +146,16 @@ export async function fleetScenario(t: Test, redis: 'single' | 'cluster'): Promi
     { timeoutMs: 10_000, what: 'nginx logging the streams the pages closed' },
   )
   for (const i of fleet.instances) stops.push({ port: i.port, at: closedAt })
-  t.same(badLandings(accesses, stops), [], 'every connect through nginx landed on a live instance')
+  const bad = badLandings(accesses, stops)
+  t.same(bad, [], 'every connect through nginx landed on a live instance')
+  if (bad.length > 0) {
+    t.comment(`stops: ${stops.map((s) => `:${s.port} at ${s.at}`).join(', ')}`)
+    t.comment(`nginx said:\n${(await fleet.nginx.complaints()).slice(-40).join('\n')}`)
+  }
   const rate = connectRate(accesses, deployFrom, deployTo)
   t.comment(
     `${redis}: rolling deploy of 3 instances in ${((deployTo - deployFrom) / 1000).toFixed(1)} s; worst gap a page saw ${deployGap.ms} ms (${deployGap.page}); ` +
-      `${rate.count} connects, ${rate.perSecond.toFixed(1)}/s on average, peak ${rate.peak} in one second`,
+      `${rate.count} connects, ${rate.perSecond.toFixed(1)}/s on average, peak ${rate.peak} in one second (${steps.join('; ')})`,
   )
   t.comment(`${redis}: publisher: ${last} calls acknowledged, ${publisher.retries} retried, longest time between two acknowledgements ${publisher.worstStallMs} ms`)
 }
