@@ -4,7 +4,7 @@ import type { PublishMode } from './load/publisher.js'
 import { REPO } from './lib.js'
 import type { RedisKind } from './redis-topology.js'
 
-export type Scenario = 'targeted' | 'capacity' | 'broadcast' | 'idle' | 'connect' | 'routing'
+export type Scenario = 'targeted' | 'capacity' | 'broadcast' | 'idle' | 'connect' | 'routing' | 'fleet'
 export type Target = 'ours' | 'baseline'
 
 export interface Options {
@@ -24,10 +24,12 @@ export interface Options {
   redis: RedisKind
   /** --service=DIR: the build under test (DIR/dist/server.js, DIR/dist/publisher.js). Default: this repository. */
   service: string
-  /** routing: seconds B's (and A's) CPU is sampled at rest, before the window. */
+  /** routing: seconds B's (and A's) CPU is sampled at rest, before the window; fleet: every instance's. */
   idleSeconds: number
   /** connect: streams of other users held open (by four other workers) while the measured ones connect. */
   hold: number
+  /** fleet: --instances=1,2,4, the instance counts each run measures, in this order. */
+  instances: number[]
   /** --env.KEY=VALUE: extra service environment (experiments: HEARTBEAT_INTERVAL_MS...). */
   env: Record<string, string>
   /** --node-args="...": extra node flags for the service (--cpu-prof --cpu-prof-dir=...). */
@@ -52,6 +54,8 @@ export const DEFAULTS: Record<Scenario, Defaults> = {
   connect: { streams: 1000, rate: 0, seconds: 0, workers: 1, inFlight: 1 },
   // Two instances on one Redis, every stream on A, events to A's users by the publish script.
   routing: { streams: 15_000, rate: 2000, seconds: 20, publish: 'script' },
+  // 1, 2 and 4 instances sharing the same streams and events, by the publish script.
+  fleet: { streams: 15_000, rate: 2000, seconds: 20, publish: 'script' },
 }
 
 export class UsageError extends Error {}
@@ -59,13 +63,14 @@ export class UsageError extends Error {}
 const USAGE = `usage: npm run bench -- <${[...Object.keys(DEFAULTS), 'storm'].join('|')}> [--runs=N] [--target=ours|baseline|both]
   [--streams=N] [--rate=N] [--seconds=N] [--workers=N] [--in-flight=N] [--no-bind]
   [--publish=plain|script] [--redis=single|cluster] [--service=DIR] [--idle-seconds=N] [--hold=N]
+  [--instances=1,2,4]
   [--env.KEY=VALUE] [--node-args="--cpu-prof --cpu-prof-dir=DIR"]`
 
 export function parseArgs(argv: string[]): Options | 'storm' {
   const scenario = argv.find((a) => !a.startsWith('--'))
   if (scenario === 'storm') return 'storm'
   if (scenario === undefined || !(scenario in DEFAULTS)) throw new UsageError(USAGE)
-  const known = ['target', 'runs', 'streams', 'rate', 'seconds', 'workers', 'in-flight', 'publish', 'redis', 'service', 'idle-seconds', 'hold', 'node-args']
+  const known = ['target', 'runs', 'streams', 'rate', 'seconds', 'workers', 'in-flight', 'publish', 'redis', 'service', 'idle-seconds', 'hold', 'instances', 'node-args']
   for (const a of argv) {
     if (!a.startsWith('--') || a === '--no-bind' || a.startsWith('--env.')) continue
     if (!known.includes(a.slice(2).split('=')[0] as string)) throw new UsageError(`unknown option ${a}\n${USAGE}`)
@@ -101,6 +106,7 @@ export function parseArgs(argv: string[]): Options | 'storm' {
     service: resolve(flag('service') ?? REPO),
     idleSeconds: num('idle-seconds', 10),
     hold: num('hold', 0),
+    instances: (flag('instances') ?? '1,2,4').split(',').map(Number),
     env: Object.fromEntries(
       argv.filter((a) => a.startsWith('--env.')).map((a) => {
         const [k, ...v] = a.slice('--env.'.length).split('=')
@@ -109,10 +115,14 @@ export function parseArgs(argv: string[]): Options | 'storm' {
     ),
     nodeArgs: (flag('node-args') ?? '').split(' ').filter(Boolean),
   }
-  if (o.targets.includes('baseline') && (o.redis !== 'single' || o.publish !== 'plain' || o.scenario === 'routing')) {
+  if (o.targets.includes('baseline') && (o.redis !== 'single' || o.publish !== 'plain' || o.scenario === 'routing' || o.scenario === 'fleet')) {
     throw new UsageError('the baseline takes plain PUBLISH on one redis-server only')
   }
   if (o.hold > 0 && o.scenario !== 'connect') throw new UsageError('--hold is for the connect scenario')
+  if (flag('instances') !== undefined && o.scenario !== 'fleet') throw new UsageError('--instances is for the fleet scenario')
+  if (o.instances.some((n) => !Number.isInteger(n) || n < 1 || n > 16) || new Set(o.instances).size !== o.instances.length) {
+    throw new UsageError('--instances: distinct whole numbers from 1 to 16, comma-separated (e.g. 1,2,4)')
+  }
   if (o.hold / 4 > 18_000) throw new UsageError('--hold: at most 72,000 (four workers)')
   if (o.scenario === 'broadcast' && o.publish === 'script') {
     throw new UsageError('broadcast publishes one event naming every user with PUBLISH (the script takes one recipient per call)')

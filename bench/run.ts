@@ -10,6 +10,11 @@
 //   routing    two instances (A, B) on one Redis, 15,000 streams all on A,
 //              2,000 events/s to A's users by the publish script for 20 s: what
 //              each instance pays (bench/routing.ts)
+//   fleet      1, 2 and 4 instances (--instances=1,2,4) on one Redis sharing 15,000
+//              streams (user i on instance i mod N) and 2,000 events/s for 20 s
+//              by the publish script, each count in turn within a run: CPU per
+//              1,000 deliveries summed over instances, each one's Redis intake
+//              (bench/fleet.ts)
 //   storm      10,000 streams reconnect at once with Last-Event-ID (bench/storm.ts)
 //
 // Options: --target=ours|baseline|both (default ours; baseline = bench/baseline/server.mjs,
@@ -17,12 +22,13 @@
 // --rate=N, --seconds=N, --workers=N (default 4), --in-flight=N (streams each
 // worker opens at a time, default 100), --no-bind (no 127.0.0.x source
 // addresses), --publish=plain|script (plain PUBLISH on the classic channel, the
-// default except for routing; or the build's createPublisher, i.e.
+// default except for routing and fleet; or the build's createPublisher, i.e.
 // redis/publish.lua: history + the user's own channel since per-user routing),
 // --redis=single|cluster (one redis-server, or a local 3+3 Cluster started by the
 // bench), --service=DIR (the build under test: DIR/dist/server.js and
 // DIR/dist/publisher.js, e.g. a worktree of an older commit; default this
-// repository), --idle-seconds=N (routing: CPU sampled at rest first, default 10),
+// repository), --idle-seconds=N (routing, fleet: CPU sampled at rest first, default 10),
+// --instances=N,N,... (fleet: the instance counts, default 1,2,4),
 // --env.KEY=VALUE (service environment), --node-args="--cpu-prof ..." (service
 // node flags). Starts Redis, an auth upstream and the service itself (all on
 // 127.0.0.1; every stream authenticates as its own user), prints one JSON line
@@ -41,6 +47,7 @@ import { commandsBetween, startTopology, WATCHED } from './redis-topology.js'
 import { CHANNEL, KiB, MiB, makeSender, pickMedian, redisCpu, serviceLog, sleep } from './run-common.js'
 import { type Options, parseArgs, type Target, UsageError } from './run-options.js'
 import { runRouting, summarizeRouting } from './routing.js'
+import { runFleet, summarizeFleet } from './fleet.js'
 
 const BASELINE = fileURLToPath(new URL('./baseline/server.mjs', import.meta.url))
 
@@ -194,17 +201,23 @@ async function main(): Promise<void> {
     const r = spawnSync(process.execPath, [...process.execArgv, storm, ...args], { stdio: 'inherit' })
     process.exit(r.status ?? 1)
   }
-  // Whatever happens, stop by itself: a run takes one to three minutes on a
-  // quiet machine; a slow connect of 15,000 streams may take several more.
-  deadline(o.runs * o.targets.length * (o.seconds + o.idleSeconds + 1200) * 1000, 'bench')
+  // Whatever happens, stop by itself: a run (a fleet run: each of its
+  // instance counts) takes one to three minutes on a quiet machine; a slow
+  // connect of 15,000 streams may take several more.
+  const measures = o.scenario === 'fleet' ? o.instances.length : 1
+  deadline(o.runs * o.targets.length * measures * (o.seconds + o.idleSeconds + 1200) * 1000, 'bench')
+  const [runOne, summarizeAll] =
+    o.scenario === 'routing' ? [runRouting, summarizeRouting]
+    : o.scenario === 'fleet' ? [runFleet, summarizeFleet]
+    : [undefined, undefined]
   for (const target of o.targets) {
     const results: Record<string, unknown>[] = []
     for (let run = 1; run <= o.runs; run++) {
-      const r = o.scenario === 'routing' ? await runRouting(o, run) : await runOnce(o, target, run)
+      const r = runOne !== undefined ? await runOne(o, run) : await runOnce(o, target, run)
       results.push(r)
       console.log(JSON.stringify(r))
     }
-    if (o.runs > 1) console.log(JSON.stringify(o.scenario === 'routing' ? summarizeRouting(o, results) : summarize(o, target, results)))
+    if (o.runs > 1) console.log(JSON.stringify(summarizeAll !== undefined ? summarizeAll(o, results) : summarize(o, target, results)))
   }
   process.exit(0)
 }

@@ -42,7 +42,11 @@ export class Fleet {
     return fleet
   }
 
-  /** Opens one stream per user, spread evenly; resolves when every worker is done. */
+  /**
+   * Opens one stream per user on `port`, spread evenly over the workers, in
+   * addition to those already open (on this or another port); resolves when
+   * every worker is done. The answer covers this call's streams only.
+   */
   async open(port: number, users: string[], timeoutMs: number): Promise<{ ok: number; failed: number; failures: string[]; connectTimesMs: number[] }> {
     const n = this.#workers.length
     const share = Math.ceil(users.length / n)

@@ -63,7 +63,7 @@ export function runWorker(): void {
   const send = (m: Opened | Report | { type: string; [k: string]: unknown }): void => {
     process.send?.(m)
   }
-  let streams: Stream[] = []
+  const streams: Stream[] = []
   let measuring = false
   let received = 0
   let misdelivered = 0
@@ -136,13 +136,17 @@ export function runWorker(): void {
     })
   }
 
+  // Adds to the streams held (a fleet opens each instance's share in turn);
+  // dials, and answers for, only this call's. `measure`, `report` and `close`
+  // cover every stream held.
   const open = async (m: Extract<ToWorker, { cmd: 'open' }>): Promise<void> => {
-    streams = m.users.map((u) => new Stream(u, hooks))
+    const fresh = m.users.map((u) => new Stream(u, hooks))
+    streams.push(...fresh)
     const failures: string[] = []
     let next = 0
     const lane = async (): Promise<void> => {
-      for (let k = next++; k < streams.length; k = next++) {
-        const s = streams[k] as Stream
+      for (let k = next++; k < fresh.length; k = next++) {
+        const s = fresh[k] as Stream
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, m.timeoutMs)
           s.wake = () => {
@@ -156,8 +160,8 @@ export function runWorker(): void {
       }
     }
     await Promise.all(Array.from({ length: m.inFlight }, lane))
-    const connectTimesMs = streams.filter((s) => s.connected).map((s) => s.connectMs)
-    send({ type: 'opened', ok: streams.length - failures.length, failed: failures.length, failures: failures.slice(0, 3), connectTimesMs })
+    const connectTimesMs = fresh.filter((s) => s.connected).map((s) => s.connectMs)
+    send({ type: 'opened', ok: fresh.length - failures.length, failed: failures.length, failures: failures.slice(0, 3), connectTimesMs })
   }
 
   process.on('disconnect', () => process.exit(0))
@@ -183,7 +187,7 @@ export function runWorker(): void {
           } satisfies Report)
         case 'close':
           for (const s of streams) s.socket?.destroy()
-          streams = []
+          streams.length = 0
           return send({ type: 'closed' })
       }
     }
