@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { loadConfig } from '../src/config.js'
 import { isMaster, parseClusterNodes } from './helpers/cluster-nodes.js'
+import { findNginx, mainConf, renderFleetConf } from './helpers/fleet-nginx.js'
 import { freePort } from './helpers/redis.js'
 import { adminClient, allSettled, spawnOnFreePort } from './helpers/redis-proc.js'
 import { missing, noYaml, run, unknownSettings, yamlDocs } from './helpers/manifests.js'
@@ -35,7 +36,7 @@ interface Service {
   volumes?: string[]
 }
 
-const nginx = ['/usr/sbin/nginx', 'nginx'].find((cmd) => spawnSync(cmd, ['-v']).status === 0)
+const nginx = findNginx()
 const skip = missing('docker-compose', ['version']) || noYaml() || (nginx === undefined && 'nginx is not installed (.ci/run installs it)')
 if (skip && process.env.CI) t.fail(skip)
 
@@ -93,24 +94,8 @@ t.test(FILE, { skip }, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'notify-fleet-nginx-'))
     t.teardown(() => rmSync(dir, { recursive: true, force: true }))
     const listen = await freePort()
-    const conf = fleet.replace(/^(\s*server\s+)[^\s:;]+:\d+/gm, `$1127.0.0.1:${port}`).replace(/^(\s*listen\s+)80;/m, `$1127.0.0.1:${listen};`)
-    writeFileSync(join(dir, 'fleet.conf'), conf)
-    writeFileSync(
-      join(dir, 'nginx.conf'),
-      `${process.getuid?.() === 0 ? 'user root;' : ''}
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events {}
-http {
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  include ${dir}/fleet.conf;
-}
-`,
-    )
+    writeFileSync(join(dir, 'fleet.conf'), renderFleetConf(fleet, instances.map(() => port), listen))
+    writeFileSync(join(dir, 'nginx.conf'), mainConf(dir, join(dir, 'fleet.conf')))
     const test = spawnSync(nginx as string, ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log'), '-t'], { encoding: 'utf8' })
     t.equal(test.status, 0, 'nginx -t accepts it', { output: test.stderr })
   })

@@ -28,7 +28,7 @@ import { build } from './helpers/app.js'
 import { findNginx } from './helpers/fleet-nginx.js'
 import { freePort } from './helpers/redis.js'
 import { openStream } from './helpers/sse.js'
-import { listenLoopback } from './helpers/listen.js'
+import { accepts, listenLoopback } from './helpers/listen.js'
 
 const SNIPPET = new URL('../deploy/nginx.conf', import.meta.url)
 const PUBLISH_TOKEN = 'nginx-test-publish-token'
@@ -118,16 +118,6 @@ async function startNginx(t: Test, nginx: string, upstreamPort: number, bind?: s
   return `http://127.0.0.1:${port}`
 }
 
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once('error', () => resolve(false))
-  })
-}
 
 interface Answer {
   status: number

@@ -11,9 +11,9 @@ import t from 'tap'
 import { createPublisher, NotReplicated } from '../src/publisher.js'
 import { type Built, build } from './helpers/app.js'
 import { startSentinel, type TestSentinel } from './helpers/sentinel.js'
+import { type PublishAnswer, postPublish, sentinelInstance } from './helpers/sentinel-scene.js'
 import { openStream, type TestStream } from './helpers/sse.js'
 
-const TOKEN = 'publish-token-0123456789abcdef'
 const WAIT_MS = 500
 /** What a busy machine may add to a bound: this is about "within the bound", not about speed. */
 const SLACK = 2500
@@ -21,32 +21,16 @@ const WAIT_ENV = { PUBLISH_WAIT_REPLICAS: '1', PUBLISH_WAIT_TIMEOUT_MS: String(W
 const auth = (user: string): Record<string, string> => ({ authorization: `Bearer user-${user}` })
 const history = (user: string) => `notifications:history:{${user}}`
 
-const instance = (t: Parameters<typeof build>[0], sen: TestSentinel) => {
-  const client = sen.client()
-  return build(t, {
-    topology: { env: { REDIS_SENTINELS: sen.seeds, REDIS_SENTINEL_NAME: sen.name }, publish: (channel, message) => client.publish(channel, message) },
-    env: { PUBLISH_TOKEN: TOKEN, ...WAIT_ENV },
-  })
-}
+const instance = (t: Parameters<typeof build>[0], sen: TestSentinel) => sentinelInstance(t, sen, WAIT_ENV)
 
-interface Answer {
-  status: number
-  code: string | undefined
-  retryAfter: string | null
+interface Answer extends PublishAnswer {
   id: string | undefined
   ms: number
 }
 
 async function post(s: Built, body: unknown, key: string): Promise<Answer> {
-  const started = performance.now()
-  const res = await fetch(`${s.base}/publish`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}`, 'idempotency-key': key },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(15_000),
-  })
-  const json = (await res.json()) as { code?: string; published?: { id: string }[] }
-  return { status: res.status, code: json.code, retryAfter: res.headers.get('retry-after'), id: json.published?.[0]?.id, ms: performance.now() - started }
+  const answer = await postPublish(s, body, key)
+  return { ...answer, id: answer.ids[0], ms: answer.ended - answer.started }
 }
 
 /** Everything the stream got from event `from` on, before an `end` published now. */

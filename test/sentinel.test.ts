@@ -10,16 +10,16 @@
 // The replica wait (PUBLISH_WAIT_REPLICAS) is in sentinel-wait.test.ts.
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { EventSourceMessage } from 'eventsource-parser'
 import t from 'tap'
 import { type Built, build } from './helpers/app.js'
+import { accepts } from './helpers/listen.js'
 import { startSentinel, type TestSentinel } from './helpers/sentinel.js'
+import { type PublishAnswer, postPublish, sentinelInstance, TOKEN } from './helpers/sentinel-scene.js'
 import { openStream, type TestStream } from './helpers/sse.js'
 import { waitFor } from './helpers/wait.js'
 
-const TOKEN = 'publish-token-0123456789abcdef'
 /** What a busy machine may add to anything timed: this is about "not after the failover", not about speed. */
 const SLACK = 3000
 const auth = (user: string): Record<string, string> => ({ authorization: `Bearer user-${user}` })
@@ -28,54 +28,15 @@ const history = (user: string) => `notifications:history:{${user}}`
 const entries = async (sen: TestSentinel, port: number, user: string) =>
   ((await sen.node(port).xrange(history(user), '-', '+')) as [string, string[]][]).map(([id]) => id)
 const entryOf = (eventId: string | undefined) => eventId?.split('.')[0]
-/** Nothing listens on the port any more (the process is gone). */
-const refused = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(false)
-    })
-    socket.once('error', () => resolve(true))
-  })
 
-const instance = (t: Parameters<typeof build>[0], sen: TestSentinel, env: Record<string, string> = {}) => {
-  const client = sen.client()
-  return build(t, {
-    topology: { env: { REDIS_SENTINELS: sen.seeds, REDIS_SENTINEL_NAME: sen.name }, publish: (channel, message) => client.publish(channel, message) },
-    env: { PUBLISH_TOKEN: TOKEN, ...env },
-  })
-}
+const instance = sentinelInstance
 
-interface Answer {
+interface Answer extends PublishAnswer {
   via: string
-  status: number
-  code: string | undefined
-  retryAfter: string | null
-  ids: string[]
-  started: number
-  ended: number
 }
 
 async function post(s: Built, via: string, body: unknown, key: string): Promise<Answer> {
-  const started = performance.now()
-  const res = await fetch(`${s.base}/publish`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}`, 'idempotency-key': key },
-    body: JSON.stringify(body),
-    // A hang is a failure here, not a test timeout.
-    signal: AbortSignal.timeout(15_000),
-  })
-  const json = (await res.json()) as { code?: string; published?: { id: string }[] }
-  return {
-    via,
-    status: res.status,
-    code: json.code,
-    retryAfter: res.headers.get('retry-after'),
-    ids: (json.published ?? []).map((p) => p.id),
-    started,
-    ended: performance.now(),
-  }
+  return { via, ...(await postPublish(s, body, key)) }
 }
 
 /** A broker outage: 'down', then 'up' within a deadline (rejects past it). */
@@ -330,7 +291,7 @@ t.test('acknowledged events lost in a failover (async replication): the streams 
 
   const cycles = [a, b].map((s) => cycle(s).up)
   const killing = sen.killMaster()
-  await waitFor(() => refused(master), { timeoutMs: 10_000, what: `the master on ${master} gone` })
+  await waitFor(async () => !(await accepts(master)), { timeoutMs: 10_000, what: `the master on ${master} gone` })
   sen.resume(replica)
   t.equal(await killing, replica, 'the replica was promoted')
   t.same(await entries(sen, replica, 'x'), [entryOf(kept.ids[0])], 'the two acknowledged events are gone from the new master')

@@ -8,9 +8,9 @@ import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { accessSync, constants } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
+import { accepts } from './listen.js'
 import { freePort } from './redis.js'
 import { waitFor } from './wait.js'
 
@@ -66,6 +66,28 @@ export function renderFleetConf(conf: string, ports: number[], listen: number): 
   return listened
 }
 
+/**
+ * A main nginx.conf around `include` (a file meant for the `http {}` block),
+ * with its pid, logs and temporary files under `dir`, so that nginx runs as
+ * any user without touching /var.
+ */
+export function mainConf(dir: string, include: string, opts: { workers?: number; errorLevel?: string; http?: string[] } = {}): string {
+  return `${process.getuid?.() === 0 ? 'user root;' : ''}
+worker_processes ${opts.workers ?? 1};
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log${opts.errorLevel === undefined ? '' : ` ${opts.errorLevel}`};
+events { worker_connections 1024; }
+http {
+${(opts.http ?? []).map((l) => `  ${l}\n`).join('')}  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  include ${include};
+}
+`
+}
+
 const LOG_FORMAT = `'$msec $request_time $status "$request_method" "$uri" "$upstream_addr"'`
 
 function parseAccess(line: string): Access | undefined {
@@ -92,22 +114,11 @@ export async function startFleetNginx(t: Teardown, ports: number[]): Promise<Fle
   const conf = join(dir, 'nginx.conf')
   await writeFile(
     conf,
-    `${process.getuid?.() === 0 ? 'user root;' : ''}
-worker_processes 2;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log notice;
-events { worker_connections 1024; }
-http {
-  log_format fleet ${LOG_FORMAT};
-  access_log ${dir}/access.log fleet;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  include ${dir}/fleet.conf;
-}
-`,
+    mainConf(dir, join(dir, 'fleet.conf'), {
+      workers: 2,
+      errorLevel: 'notice',
+      http: [`log_format fleet ${LOG_FORMAT};`, `access_log ${dir}/access.log fleet;`],
+    }),
   )
   const args = ['-p', `${dir}/`, '-c', conf, '-e', join(dir, 'error.log')]
   const test = spawnSync(nginx, [...args, '-t'], { encoding: 'utf8' })
@@ -146,13 +157,3 @@ http {
   }
 }
 
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once('error', () => resolve(false))
-  })
-}

@@ -1,5 +1,5 @@
-// The fleet scenario, run on single Redis (test/fleet.fleet.ts) and on the
-// local Cluster (test/fleet-cluster.fleet.ts): three instances behind nginx,
+// The fleet scenario, run on single Redis and on the local Cluster
+// (test/fleet.test.ts): three instances behind nginx,
 // Chromium pages of several users (the client helper, several tabs each; the
 // plain EventSource script, several pages), events published at a steady rate
 // through nginx, then a rolling deploy (each instance in turn SIGTERM, started

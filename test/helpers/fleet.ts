@@ -123,7 +123,10 @@ function instance(t: Teardown, name: string, port: number, env: Record<string, s
       await waitFor(
         async (reason) => {
           if (p.exitCode !== null) throw new Error(`${name} exited (${p.exitCode}): ${out.slice(-2000)}`)
-          const res = await fetch(`${base}/readyz`)
+          const res = await fetch(`${base}/readyz`).catch((err: unknown) => {
+            reason(`/readyz: ${(err as Error & { cause?: Error }).cause?.message ?? err}; log: ${out.slice(-1500)}`)
+          })
+          if (res === undefined) return false
           reason(`/readyz ${res.status} ${await res.text()}; log: ${out.slice(-1500)}`)
           return res.status === 200
         },

@@ -1,7 +1,8 @@
 // Listens on a free loopback port and closes the server (and its kept-alive
-// connections) at the test's end.
+// connections) at the test's end; and whether something listens on a port.
 import { once } from 'node:events'
 import type { Server } from 'node:http'
+import { connect } from 'node:net'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -21,4 +22,16 @@ export async function closeServer(server: Server): Promise<void> {
   server.closeAllConnections()
   server.close()
   await once(server, 'close')
+}
+
+/** Whether a TCP connect to 127.0.0.1:`port` succeeds (the socket is closed again at once). */
+export function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1')
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once('error', () => resolve(false))
+  })
 }
