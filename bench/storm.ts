@@ -28,13 +28,14 @@
 // The streams live in worker child processes (raw node:net sockets and a
 // minimal chunked + SSE line reader, no SSE library), so no process holds more
 // than N / workers client sockets. All addresses are loopback.
-import { type ChildProcess, fork } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { loadavg } from 'node:os'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { ask, startWorker, type Worker } from './load/ipc.js'
 import { cpuOf, memOf } from './load/proc.js'
 import type { BuildPublisher } from './load/publisher.js'
 import { type SseEvent, type SseHooks, SseReader } from './load/sse-reader.js'
@@ -443,45 +444,6 @@ function parseArgs(argv: string[]): Options {
   return o
 }
 
-interface Worker {
-  proc: ChildProcess
-  inbox: { type: string; [k: string]: unknown }[]
-  waiters: (() => void)[]
-}
-
-function startWorker(): Promise<Worker> {
-  const proc = fork(fileURLToPath(import.meta.url), ['--storm-worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  const w: Worker = { proc, inbox: [], waiters: [] }
-  proc.on('message', (m: { type: string }) => {
-    w.inbox.push(m)
-    for (const wake of w.waiters.splice(0)) wake()
-  })
-  proc.once('exit', (code) => {
-    w.inbox.push({ type: 'exit', code })
-    for (const wake of w.waiters.splice(0)) wake()
-  })
-  return ask(w, undefined, 'ready', 30_000).then(() => w)
-}
-
-/** Sends a command and waits for the reply of the given type. */
-async function ask<T = Record<string, unknown>>(w: Worker, msg: ToWorker | undefined, type: string, timeoutMs: number): Promise<T> {
-  if (msg !== undefined) w.proc.send(msg)
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const k = w.inbox.findIndex((m) => m.type === type || m.type === 'error' || m.type === 'exit')
-    if (k >= 0) {
-      const [m] = w.inbox.splice(k, 1)
-      if (m?.type !== type) throw new Error(`worker ${w.proc.pid}: ${JSON.stringify(m)}`)
-      return m as T
-    }
-    if (Date.now() > deadline) throw new Error(`worker ${w.proc.pid}: no '${type}' within ${timeoutMs} ms`)
-    await new Promise<void>((r) => {
-      w.waiters.push(r)
-      setTimeout(r, 1000).unref()
-    })
-  }
-}
-
 /** System-wide TCP counters (TcpExt in /proc/net/netstat) that show a full accept queue and SYN retries. */
 const TCP_COUNTERS = ['ListenOverflows', 'ListenDrops', 'SyncookiesSent', 'TCPReqQFullDrop', 'TCPSynRetrans', 'TCPTimeouts'] as const
 function tcpCounters(): Record<string, number> {
@@ -873,7 +835,7 @@ async function main(): Promise<void> {
       }
     },
   }
-  const workers = await Promise.all(Array.from({ length: o.workers }, startWorker))
+  const workers = await Promise.all(Array.from({ length: o.workers }, () => startWorker(fileURLToPath(import.meta.url), ['--storm-worker'])))
   workerProcs.push(...workers.map((w) => w.proc))
 
   const results: Record<string, unknown>[] = []
