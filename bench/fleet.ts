@@ -15,26 +15,21 @@
 // count's publishes and connects work on longer histories) and fresh
 // processes, at the price of a few seconds per count (a Cluster forms in
 // about two). The auth upstream is stateless and shared by the counts of a run.
+// The ratios and the summary over runs: bench/fleet-summary.ts.
 import type { ChildProcess } from 'node:child_process'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { INTAKE_EXPECTED, ratios } from './fleet-summary.js'
 import { Fleet } from './load/fleet.js'
 import { cpuOf, quiet } from './load/proc.js'
-import { publishAtRate } from './load/publisher.js'
 import { type RedisIntake, redisIntake } from './load/service-metrics.js'
-import { dist } from './load/stats.js'
 import { CAPACITY, serviceScript, startService, startUpstream, stopProcess } from './lib.js'
 import { commandsBetween, startTopology, WATCHED } from './redis-topology.js'
-import { CHANNEL, makeSender, pickMedian, redisCpu, serviceLog, sleep } from './run-common.js'
+import { CHANNEL, connectFigures, deliveryFigures, makeSender, type Opened, publishWindow, redisCpu, serviceLog, sleep, toRandomUser } from './run-common.js'
 import type { Options } from './run-options.js'
 
 type Service = { proc: ChildProcess; port: number }
 type R = Record<string, any>
-
-/** The issue's target: the largest count's CPU per 1,000 deliveries at most 15 % above the smallest's. */
-const TARGET_RATIO = 1.15
-/** What each count's `redisIntake` should show, said in every line. */
-const INTAKE_EXPECTED = 'per-user routing: each instance takes about published / N (fairShare) off Redis; the sum over instances equals published'
 
 export async function runFleet(o: Options, run: number): Promise<Record<string, unknown>> {
   const load1m = +(loadavg()[0] as number).toFixed(2)
@@ -77,7 +72,7 @@ async function measureCount(o: Options, n: number, upstream: string): Promise<R>
     const commands0 = await topo.commandStats()
     const t0 = performance.now()
     // One instance after the other: each call adds its streams to the workers'.
-    const opened: Awaited<ReturnType<Fleet['open']>>[] = []
+    const opened: Opened[] = []
     for (const [k, s] of services.entries()) opened.push(await fleet.open(s.port, shares[k] as string[], 30_000))
     const connectMs = Math.round(performance.now() - t0)
     await Promise.all(pids.map((pid) => quiet(pid)))
@@ -97,14 +92,7 @@ async function measureCount(o: Options, n: number, upstream: string): Promise<R>
     const intake0 = await Promise.all(services.map((s) => redisIntake(s.port)))
     const commands1 = await topo.commandStats()
     const cpu0 = { instances: pids.map(cpuOf), redis: redisCpu(topo) }
-    const window0 = performance.now()
-    const sent = await publishAtRate(pub.sender, o.rate, o.seconds, () => ({
-      recipient_id: users[Math.floor(Math.random() * users.length)],
-      type: 'bench',
-    }))
-    // In-flight deliveries land; a late duplicate would show now.
-    await sleep(1000)
-    const windowS = (performance.now() - window0) / 1000
+    const { published, windowS } = await publishWindow(o, pub.sender, toRandomUser(users))
     const instanceCpuMs = pids.map((pid, k) => Math.round((cpuOf(pid) - (cpu0.instances[k] as number)) * 1000))
     const redisCpuMs = Math.round((redisCpu(topo) - cpu0.redis) * 1000)
     const commandsInWindow = commandsBetween(commands1, await topo.commandStats(), WATCHED)
@@ -133,25 +121,13 @@ async function measureCount(o: Options, n: number, upstream: string): Promise<R>
     const intakes = instances.map((i) => i.takenOffRedis.total)
     const intakeSum = intakes.reduce((a, b) => a + b, 0)
     const per1000 = (ms: number) => (got.received > 0 ? +((ms * 1000) / got.received).toFixed(1) : null)
-    const expected = sent.length // one stream per user; refused streams are counted as failed
     return {
       instances: n,
       publish: o.publish === 'script' ? `script (${pub.routing})` : 'plain PUBLISH',
-      connected: opened.reduce((a, r) => a + r.ok, 0),
-      failed: opened.reduce((a, r) => a + r.failed, 0),
-      ...(opened.some((r) => r.failed > 0) && { failures: opened.flatMap((r) => r.failures).slice(0, 5) }),
-      connectMs,
-      connectTimeMs: dist(opened.flatMap((r) => r.connectTimesMs), 2),
+      ...connectFigures(opened, connectMs),
       redisCommandsAtConnect: commandsAtConnect,
-      published: sent.length,
-      ...(pub.sender.failed.count > 0 && { publishFailed: pub.sender.failed }),
-      expected,
-      received: got.received,
-      lost: Math.max(0, expected - got.received),
-      misdelivered: got.misdelivered,
-      outOfOrder: got.outOfOrder,
-      closedByServer: got.closed,
-      latencyMs: dist(got.latencyMs, 2),
+      // One stream per user; refused streams are counted as failed.
+      ...deliveryFigures({ sender: pub.sender, published, expected: published, got }),
       windowS: +windowS.toFixed(1),
       cpuMs: { instances: serviceCpuMs, redis: redisCpuMs },
       /** Summed over the instances; --idle-seconds=0 skips it. */
@@ -161,10 +137,10 @@ async function measureCount(o: Options, n: number, upstream: string): Promise<R>
       serviceCpuPer1000DeliveriesMs: per1000(serviceCpuMs),
       redisIntake: {
         largest: Math.max(...intakes),
-        fairShare: Math.round(sent.length / n),
+        fairShare: Math.round(published / n),
         sum: intakeSum,
-        published: sent.length,
-        sumEqualsPublished: intakeSum === sent.length,
+        published,
+        sumEqualsPublished: intakeSum === published,
       },
       perInstance: instances,
       redisCommandsInWindow: commandsInWindow,
@@ -185,88 +161,4 @@ async function measureCount(o: Options, n: number, upstream: string): Promise<R>
 function total(taken: { user: number; classic: number }): number {
   const known = [taken.user, taken.classic].filter((x) => !Number.isNaN(x))
   return known.length === 0 ? NaN : known.reduce((a, b) => a + b, 0)
-}
-
-/**
- * The largest count's CPU figures over the smallest's (ratio4to1 by default),
- * from the medians over `runs` (each run: its `counts`), and run by run.
- */
-function ratios(o: Options, runs: R[][]): Record<string, unknown> {
-  const lo = Math.min(...o.instances)
-  const hi = Math.max(...o.instances)
-  if (lo === hi) return {}
-  const figure = (n: number, key: string) => pickMedian(runs.map((counts) => counts.find((c) => c.instances === n) ?? {}), (c) => c[key])
-  const ratio = (key: string) => {
-    const a = figure(hi, key)
-    const b = figure(lo, key)
-    return a === null || b === null || b === 0 ? null : +(a / b).toFixed(3)
-  }
-  const cpu = ratio('cpuPer1000DeliveriesMs')
-  const service = ratio('serviceCpuPer1000DeliveriesMs')
-  return {
-    [`ratio${hi}to${lo}`]: {
-      cpuPer1000DeliveriesMs: cpu,
-      serviceCpuPer1000DeliveriesMs: service,
-      target: `<= ${TARGET_RATIO}`,
-      met: { cpu: cpu !== null && cpu <= TARGET_RATIO, service: service !== null && service <= TARGET_RATIO },
-    },
-  }
-}
-
-export function summarizeFleet(o: Options, results: Record<string, unknown>[]): Record<string, unknown> {
-  const runs = results.map((r) => r.counts as R[])
-  const counts = o.instances.map((n) => {
-    const mine = runs.map((counts) => counts.find((c) => c.instances === n)).filter((c): c is R => c !== undefined)
-    // Rounded: the median of an even number of runs is a mean (26.689999999999998).
-    const pick = (f: (c: R) => unknown) => {
-      const m = pickMedian(mine, f as (c: Record<string, unknown>) => unknown)
-      return m === null ? null : +m.toFixed(2)
-    }
-    return {
-      instances: n,
-      cpuPer1000DeliveriesMs: pick((c) => c.cpuPer1000DeliveriesMs),
-      serviceCpuPer1000DeliveriesMs: pick((c) => c.serviceCpuPer1000DeliveriesMs),
-      cpuPer1000DeliveriesMsPerRun: mine.map((c) => c.cpuPer1000DeliveriesMs),
-      serviceCpuPer1000DeliveriesMsPerRun: mine.map((c) => c.serviceCpuPer1000DeliveriesMs),
-      cpuMs: { instances: pick((c) => c.cpuMs.instances), redis: pick((c) => c.cpuMs.redis) },
-      atRestCpuMsPerS: { instances: pick((c) => c.atRestCpuMsPerS.instances), redis: pick((c) => c.atRestCpuMsPerS.redis) },
-      redisIntake: {
-        largest: pick((c) => c.redisIntake.largest),
-        fairShare: pick((c) => c.redisIntake.fairShare),
-        sum: pick((c) => c.redisIntake.sum),
-        published: pick((c) => c.redisIntake.published),
-        sumEqualsPublishedInEveryRun: mine.every((c) => c.redisIntake.sumEqualsPublished),
-      },
-      failed: pick((c) => c.failed),
-      lost: pick((c) => c.lost),
-      misdelivered: pick((c) => c.misdelivered),
-      outOfOrder: pick((c) => c.outOfOrder),
-      latencyMs: { p50: pick((c) => c.latencyMs.p50), p90: pick((c) => c.latencyMs.p90), p99: pick((c) => c.latencyMs.p99) },
-      connectMs: pick((c) => c.connectMs),
-    }
-  })
-  const largest = [...counts].sort((a, b) => a.instances - b.instances).map((c) => c.redisIntake.largest ?? NaN)
-  const summary = ratios(o, runs)
-  const ratioKey = Object.keys(summary)[0]
-  const perRun = (key: string) => runs.map((r) => (ratios(o, [r])[ratioKey as string] as R)[key])
-  return {
-    scenario: 'fleet-summary',
-    runs: results.length,
-    redis: o.redis,
-    publish: results[0]?.publish,
-    load1m: results.map((r) => r.load1m),
-    streams: o.streams,
-    rate: o.rate,
-    seconds: o.seconds,
-    redisIntakeExpected: INTAKE_EXPECTED,
-    counts,
-    /** Target: no instance's intake grows with the number of instances. */
-    largestIntakeNeverGrows: largest.every((x, i) => i === 0 || x <= (largest[i - 1] as number)),
-    ...(ratioKey !== undefined && {
-      [ratioKey]: {
-        ...(summary[ratioKey] as R),
-        perRun: { cpuPer1000DeliveriesMs: perRun('cpuPer1000DeliveriesMs'), serviceCpuPer1000DeliveriesMs: perRun('serviceCpuPer1000DeliveriesMs') },
-      },
-    }),
-  }
 }

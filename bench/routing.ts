@@ -10,12 +10,10 @@ import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { Fleet } from './load/fleet.js'
 import { cpuOf, quiet } from './load/proc.js'
-import { publishAtRate } from './load/publisher.js'
 import { type RedisIntake, redisIntake } from './load/service-metrics.js'
-import { dist } from './load/stats.js'
 import { CAPACITY, serviceScript, startService, startUpstream, stopProcess } from './lib.js'
 import { commandsBetween, startTopology, WATCHED } from './redis-topology.js'
-import { CHANNEL, makeSender, pickMedian, redisCpu, serviceLog, sleep } from './run-common.js'
+import { CHANNEL, connectFigures, deliveryFigures, makeSender, pickMedian, publishWindow, redisCpu, serviceLog, sleep, toRandomUser } from './run-common.js'
 import type { Options } from './run-options.js'
 
 type Service = { proc: ChildProcess; port: number }
@@ -63,14 +61,7 @@ export async function runRouting(o: Options, run: number): Promise<Record<string
     const intake0 = await Promise.all([redisIntake(a.port), redisIntake(b.port)])
     const commands1 = await topo.commandStats()
     const cpu0 = { a: cpuOf(pidA), b: cpuOf(pidB), redis: redisCpu(topo) }
-    const window0 = performance.now()
-    const sent = await publishAtRate(pub.sender, o.rate, o.seconds, () => ({
-      recipient_id: users[Math.floor(Math.random() * users.length)],
-      type: 'bench',
-    }))
-    // In-flight deliveries land; a late duplicate would show now.
-    await sleep(1000)
-    const windowS = (performance.now() - window0) / 1000
+    const { published, windowS } = await publishWindow(o, pub.sender, toRandomUser(users))
     const cpuMs = {
       a: Math.round((cpuOf(pidA) - cpu0.a) * 1000),
       b: Math.round((cpuOf(pidB) - cpu0.b) * 1000),
@@ -96,7 +87,6 @@ export async function runRouting(o: Options, run: number): Promise<Record<string
         ...(services[k]?.proc.exitCode !== null && { crashed: services[k]?.proc.exitCode }),
       }
     }
-    const expected = sent.length
     return {
       scenario: 'routing',
       run,
@@ -104,21 +94,9 @@ export async function runRouting(o: Options, run: number): Promise<Record<string
       publish: o.publish === 'script' ? `script (${pub.routing})` : 'plain PUBLISH',
       load1m,
       streams: o.streams,
-      connected: opened.ok,
-      failed: opened.failed,
-      ...(opened.failed > 0 && { failures: opened.failures }),
-      connectMs,
-      connectTimeMs: dist(opened.connectTimesMs, 2),
+      ...connectFigures(opened, connectMs),
       redisCommandsAtConnect: commandsAtConnect,
-      published: sent.length,
-      ...(pub.sender.failed.count > 0 && { publishFailed: pub.sender.failed }),
-      expected,
-      received: got.received,
-      lost: Math.max(0, expected - got.received),
-      misdelivered: got.misdelivered,
-      outOfOrder: got.outOfOrder,
-      closedByServer: got.closed,
-      latencyMs: dist(got.latencyMs, 2),
+      ...deliveryFigures({ sender: pub.sender, published, expected: published, got }),
       windowS: +windowS.toFixed(1),
       a: instance(0, cpuMs.a, atRest.a),
       b: instance(1, cpuMs.b, atRest.b),

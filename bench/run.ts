@@ -39,15 +39,15 @@ import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Fleet, type Merged } from './load/fleet.js'
 import { cpuOf, memOf, quiet, restingRss } from './load/proc.js'
-import { publishAtRate } from './load/publisher.js'
-import { dist, median } from './load/stats.js'
+import { median } from './load/stats.js'
 import { runWorker } from './load/worker.js'
 import { CAPACITY, deadline, REPO, serviceScript, startService, startUpstream, stopProcess } from './lib.js'
 import { commandsBetween, startTopology, WATCHED } from './redis-topology.js'
-import { CHANNEL, KiB, MiB, makeSender, pickMedian, redisCpu, serviceLog, sleep } from './run-common.js'
+import { CHANNEL, connectFigures, deliveryFigures, KiB, MiB, makeSender, pickMedian, publishWindow, redisCpu, serviceLog, sleep, toRandomUser } from './run-common.js'
 import { type Options, parseArgs, type Target, UsageError } from './run-options.js'
 import { runRouting, summarizeRouting } from './routing.js'
-import { runFleet, summarizeFleet } from './fleet.js'
+import { runFleet } from './fleet.js'
+import { summarizeFleet } from './fleet-summary.js'
 
 const BASELINE = fileURLToPath(new URL('./baseline/server.mjs', import.meta.url))
 
@@ -100,12 +100,8 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
       ...(o.service !== resolve(REPO) && { service: o.service }),
       load1m,
       streams: o.streams,
-      connected: opened.ok,
-      failed: opened.failed,
-      ...(opened.failed > 0 && { failures: opened.failures }),
       ...(held !== undefined && { held }),
-      connectMs,
-      connectTimeMs: dist(opened.connectTimesMs, 2),
+      ...connectFigures(opened, connectMs),
       /** Service CPU from the first connect to the last `: connected`, per stream (10 ms resolution in all). */
       serviceCpuPerConnectMs: opened.ok > 0 ? +(connectCpuMs / opened.ok).toFixed(3) : null,
       rssBeforeMiB: MiB(rssBefore),
@@ -119,28 +115,23 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
     await fleet.measure()
     const commands1 = await topo.commandStats()
     const cpu0 = { service: cpuOf(pid), redis: redisCpu(topo) }
-    const window0 = performance.now()
     let published = 0
     let expected = 0
+    let windowS: number
     if (o.scenario === 'idle') {
+      const window0 = performance.now()
       await sleep(o.seconds * 1000)
-    } else if (o.scenario === 'broadcast') {
-      // One event naming every user, repeated: each repetition is timed to its last delivery.
-      const all = users
-      const sent = await publishAtRate(pub.sender, o.rate, o.seconds, () => ({ recipient_ids: all, type: 'bench' }))
-      published = sent.length
-      expected = sent.length * opened.ok
+      windowS = (performance.now() - window0) / 1000
     } else {
-      const sent = await publishAtRate(pub.sender, o.rate, o.seconds, () => ({
-        recipient_id: users[Math.floor(Math.random() * users.length)],
-        type: 'bench',
-      }))
-      published = sent.length
-      expected = sent.length // one stream per user; refused streams are counted as failed above
+      // Broadcast: one event naming every user, repeated; each repetition is timed to its last delivery.
+      const make = o.scenario === 'broadcast' ? () => ({ recipient_ids: users, type: 'bench' }) : toRandomUser(users)
+      const measured = await publishWindow(o, pub.sender, make)
+      published = measured.published
+      windowS = measured.windowS
+      // Broadcast: every open stream gets each event. Otherwise one stream per
+      // user; refused streams are counted as failed above.
+      expected = o.scenario === 'broadcast' ? published * opened.ok : published
     }
-    // In-flight deliveries land; a late duplicate would show now.
-    if (o.scenario !== 'idle') await sleep(1000)
-    const windowS = (performance.now() - window0) / 1000
     const cpuMs = {
       service: Math.round((cpuOf(pid) - cpu0.service) * 1000),
       redis: Math.round((redisCpu(topo) - cpu0.redis) * 1000),
@@ -149,15 +140,7 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
     const got: Merged = await fleet.report()
     const result: Record<string, unknown> = {
       ...head,
-      published,
-      ...(pub.sender.failed.count > 0 && { publishFailed: pub.sender.failed }),
-      expected,
-      received: got.received,
-      lost: Math.max(0, expected - got.received),
-      misdelivered: got.misdelivered,
-      outOfOrder: got.outOfOrder,
-      closedByServer: got.closed,
-      latencyMs: dist(got.latencyMs, 2),
+      ...deliveryFigures({ sender: pub.sender, published, expected, got }),
       cpuMs,
       windowS: +windowS.toFixed(1),
       cpuPer1000DeliveriesMs: got.received > 0 ? +(((cpuMs.service + cpuMs.redis) * 1000) / got.received).toFixed(1) : null,
