@@ -134,6 +134,15 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     await hub.closeAll(Math.floor(config.shutdownTimeoutMs / 2))
     unused.destroy()
   })
+  // A request that was in flight when the drain began (a publish, a refused
+  // connect waiting on the auth server) is answered with `Connection: close`:
+  // kept alive, its connection would hold server.close() open until the
+  // keep-alive timeout (72 s), past SHUTDOWN_TIMEOUT_MS. Fastify says so itself
+  // for requests that arrive while closing.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (hub.closing) reply.header('connection', 'close')
+    return payload
+  })
   app.addHook('onClose', async () => broker.close())
 
   // Fastify's default 404 logs and echoes the raw URL, which may hold a query token.

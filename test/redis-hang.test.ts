@@ -81,3 +81,17 @@ t.test('a hung Redis: bounded calls, truthful readiness, recovery without a rest
   await s.store({ recipient_id: 'bob', type: 'hello' })
   t.equal((await later.nextEvents(1))[0]?.event, 'hello', 'new streams work again')
 })
+
+t.test('shutdown while Redis hangs: the drain ends within the command bound, not at SHUTDOWN_TIMEOUT_MS', { skip: NEEDS_OWN_REDIS }, async (t) => {
+  const redis = await startRedis(t)
+  const s = await build(t, { redis, env: { REDIS_COMMAND_TIMEOUT_MS: String(BOUND), SHUTDOWN_TIMEOUT_MS: '60000' } })
+  const stream = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-alice' })
+  redis.pause()
+  t.teardown(() => redis.resume())
+  const started = performance.now()
+  await s.app.close()
+  const took = performance.now() - started
+  await stream.ended
+  // QUIT gets one bound on the subscriber connections, then one on the others.
+  t.ok(took < 2 * BOUND + SLACK, `close() took ${took.toFixed(0)} ms (QUIT bounded by ${BOUND} ms)`)
+})

@@ -103,6 +103,40 @@ t.test('while draining: new connections refused; on a busy one, /notify says "re
   await closing
 })
 
+t.test('a request in flight when the drain begins is answered with Connection: close, so it cannot hold shutdown open', async (t) => {
+  const s = await build(t)
+  let release = () => {}
+  const released = new Promise<void>((resolve) => (release = resolve))
+  let asked = () => {}
+  const inFlight = new Promise<void>((resolve) => (asked = resolve))
+  s.upstream.handle((token, _req, res) => {
+    if (token === 'user-open') {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end('{"user_id":"open"}')
+      return
+    }
+    asked()
+    void released.then(() => {
+      res.writeHead(401, { 'content-type': 'application/json' })
+      res.end('{}')
+    })
+  })
+  // A stream, whose end tells when the drain has begun.
+  await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-open' })
+  // Keep-alive (HTTP/1.1's default); the whole head is sent.
+  const held = await holdRequest(t, s.base, '/notify', { authorization: 'Bearer refused-later' })
+  const answer = held.complete()
+  await inFlight // the service is waiting on the auth server
+  const ending = once(s.app.notifier.hub, 'close')
+  const closing = s.app.close()
+  await ending // preClose has run: the hub is draining
+  release()
+  const res = await answer // resolves once the service has closed the connection
+  t.equal(res.status, 401)
+  t.equal(res.headers.connection, 'close')
+  await closing
+})
+
 t.test('a stream authenticated while shutting down is told to retry, not registered', async (t) => {
   const s = await build(t)
   const pending = openStream(t, `${s.base}/notify`, { authorization: 'Bearer slow-300-late' })

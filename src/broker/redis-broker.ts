@@ -19,7 +19,7 @@ import { historyKey } from './keys.js'
 import { groupByNode } from './node-groups.js'
 import { askPresence } from './presence.js'
 import { runPublishScript, type ScriptOptions } from './publish-script.js'
-import { type CommandClient, createCommandClient, refreshSlotsSoon, restartWhenEnded } from './redis-clients.js'
+import { closeClient, type CommandClient, createCommandClient, refreshSlotsSoon, restartWhenEnded } from './redis-clients.js'
 import { Subscriptions } from './subscriptions.js'
 
 export interface RedisBrokerOptions {
@@ -110,19 +110,7 @@ export class RedisBroker extends EventEmitter implements Broker {
     for (const client of new Set([this.#commands, this.#publishing])) client.removeListener('close', this.#update)
     this.#up = false
     await this.subscriptions.close()
-    await Promise.all(
-      [...new Set([this.#commands, this.#publishing])].map(async (client) => {
-        try {
-          await client.quit()
-        } catch {
-          // Closed below either way.
-        }
-        // ioredis 6 (redis/ioredis#1362): quit() leaves a Sentinel client's
-        // failover-detector connections open (they keep the process alive and
-        // reconnect every minute); disconnect() closes them.
-        client.disconnect()
-      }),
-    )
+    await Promise.all([...new Set([this.#commands, this.#publishing])].map((client) => closeClient(client, this.#timeoutMs)))
   }
 
   live(recipient: string): boolean {

@@ -5,6 +5,7 @@
 // time and that nothing is ever sent twice behind the caller's back.
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
 import type { HostPort, RedisConfig } from '../redis-config.js'
+import { deadline } from './deadline.js'
 
 export type CommandClient = Redis | Cluster
 
@@ -166,4 +167,22 @@ export function restartWhenEnded(client: CommandClient, closed: () => boolean): 
 export function createSubscriber(options: RedisOptions & { url?: string }): Redis {
   const { url, ...rest } = options
   return url === undefined ? new Redis(rest) : new Redis(url, rest)
+}
+
+/**
+ * Closes a client at shutdown: QUIT (Redis finishes what it has) within
+ * `withinMs`, then the sockets either way. Unbounded, QUIT on a connection that
+ * is reconnecting, or on a node that hangs, waits in the offline queue and
+ * holds the drain until SHUTDOWN_TIMEOUT_MS ends it with exit 1. ioredis 6
+ * (redis/ioredis#1362): quit() also leaves a Sentinel client's failover-detector
+ * connections open (they keep the process alive and reconnect every minute);
+ * disconnect() closes them.
+ */
+export async function closeClient(client: CommandClient, withinMs: number): Promise<void> {
+  try {
+    await deadline(client.quit(), withinMs, 'QUIT')
+  } catch {
+    // Closed below either way.
+  }
+  client.disconnect()
 }

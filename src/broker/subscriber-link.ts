@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events'
 import type { Redis, RedisOptions } from 'ioredis'
 import type { LogLimiter } from '../log-limiter.js'
-import { createSubscriber, restartWhenEnded } from './redis-clients.js'
+import { closeClient, createSubscriber, restartWhenEnded } from './redis-clients.js'
 
 /**
  * Emits 'ready' (connected; no subscription yet), 'lost' (the connection and
@@ -23,7 +23,7 @@ export class SubscriberLink extends EventEmitter {
     /** Which node: `host:port`, or `main` for a single server or Sentinel master. */
     readonly node: string,
     options: RedisOptions & { url?: string },
-    pingMs: number,
+    private readonly pingMs: number,
     private readonly logs: LogLimiter,
   ) {
     super()
@@ -69,13 +69,7 @@ export class SubscriberLink extends EventEmitter {
     this.#ready = false
     clearInterval(this.#ping)
     this.#redis.removeListener('close', this.#onClose)
-    try {
-      await this.#redis.quit()
-    } catch {
-      // Closed below either way.
-    }
-    // Also the failover detector's sentinel connections, which quit() leaves open (redis-broker.ts).
-    this.#redis.disconnect()
+    await closeClient(this.#redis, this.pingMs)
   }
 
   #onReady = (): void => {
