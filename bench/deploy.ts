@@ -1,7 +1,9 @@
 // Rolling deploy of three instances holding N streams: each instance in turn
 // gets SIGTERM, and is started again on the same port as soon as it has exited;
-// the next one gets SIGTERM once /readyz answers 200 (what a Kubernetes
-// rolling update does, without waiting for the clients). Events are published
+// the next one gets SIGTERM once every stream is live again (the README's
+// procedure, "Deploys"), or with --pace=ready as soon as /readyz answers 200
+// (what a Kubernetes rolling update does, without waiting for the clients:
+// the restarts then overlap). Events are published
 // at a steady rate through the build's createPublisher the whole time. Per
 // restart: the drain, the time until ready, the time from SIGTERM until every
 // stream that was on the instance is live again, the reconnects and the
@@ -10,7 +12,7 @@
 // duplicated, out of order, resyncs. Target: 0 lost, 0 duplicates.
 //
 // Usage: npm run bench:deploy -- [streams=15000] [runs=3] [--redis=single|cluster]
-//          [--rate=200] [--workers=2]
+//          [--rate=200] [--workers=2] [--pace=streams|ready]
 //   --redis=cluster  the local 3+3 Redis Cluster (bench/redis-topology.ts).
 //   --rate=N         events per second, each to one random user (per-user seq).
 //   --workers=N      client processes holding the streams (2 to 4; at most
@@ -66,13 +68,15 @@ interface Options {
   redis: RedisKind
   rate: number
   workers: number
+  /** When the next instance is stopped: once every stream is live again, or once the restarted one is ready. */
+  pace: 'streams' | 'ready'
 }
 
 function parseArgs(argv: string[]): Options {
   const positional = argv.filter((a) => !a.startsWith('--'))
   const flag = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
   for (const a of argv) {
-    if (a.startsWith('--') && !['redis', 'rate', 'workers'].includes(a.slice(2).split('=')[0] as string)) throw new Error(`unknown option ${a}`)
+    if (a.startsWith('--') && !['redis', 'rate', 'workers', 'pace'].includes(a.slice(2).split('=')[0] as string)) throw new Error(`unknown option ${a}`)
   }
   const o: Options = {
     streams: Number(positional[0] ?? 15_000),
@@ -80,7 +84,9 @@ function parseArgs(argv: string[]): Options {
     redis: (flag('redis') ?? 'single') as RedisKind,
     rate: Number(flag('rate') ?? 200),
     workers: Number(flag('workers') ?? 2),
+    pace: (flag('pace') ?? 'streams') as Options['pace'],
   }
+  if (o.pace !== 'streams' && o.pace !== 'ready') throw new Error('--pace must be streams or ready')
   if (!(Number.isInteger(o.streams) && o.streams >= INSTANCES && o.runs >= 1 && o.rate > 0)) throw new Error(`bad arguments: ${argv.join(' ')}`)
   if (o.redis !== 'single' && o.redis !== 'cluster') throw new Error('--redis must be single or cluster')
   if (!(o.workers >= 2 && o.workers <= 4)) throw new Error('--workers must be 2 to 4')
@@ -95,7 +101,7 @@ function clock(): { t0: bigint; now: () => number } {
 }
 
 /** Each instance in turn: SIGTERM, wait for the exit, start again on the same port, wait for /readyz. */
-async function rollingDeploy(instances: Instance[], now: () => number): Promise<Restart[]> {
+async function rollingDeploy(instances: Instance[], now: () => number, settle: () => Promise<void>): Promise<Restart[]> {
   const restarts: Restart[] = []
   for (const [k, instance] of instances.entries()) {
     const sigtermAt = now()
@@ -103,6 +109,7 @@ async function rollingDeploy(instances: Instance[], now: () => number): Promise<
     const exitedAt = now()
     await instance.start()
     restarts.push({ instance: k, port: instance.port, sigtermAt, exitedAt, readyAt: now(), exit })
+    await settle()
   }
   return restarts
 }
@@ -142,11 +149,13 @@ async function runOnce(o: Options, run: number, upstream: string): Promise<Recor
     const load = loadMeter(workers, topo)
     publisher.start()
     await sleep(LEAD_IN_MS)
-    const restarts = await rollingDeploy(instances, now)
+    const allLive = () =>
+      Promise.all(workers.map((w) => ask<AllLive>(w, { cmd: 'all-live', timeoutMs: ALL_LIVE_TIMEOUT_MS }, 'all-live', ALL_LIVE_TIMEOUT_MS + 10_000)))
+    const restarts = await rollingDeploy(instances, now, o.pace === 'streams' ? async () => void (await allLive()) : async () => {})
 
     // 3. Every stream live again, then publishing stops; every stream must then
     // get its user's last acknowledged event (awaited on the events themselves).
-    const live = await Promise.all(workers.map((w) => ask<AllLive>(w, { cmd: 'all-live', timeoutMs: ALL_LIVE_TIMEOUT_MS }, 'all-live', ALL_LIVE_TIMEOUT_MS + 10_000)))
+    const live = await allLive()
     await publisher.stop()
     const loadFigures = load.stop()
     const stoppedAt = now()
@@ -161,6 +170,7 @@ async function runOnce(o: Options, run: number, upstream: string): Promise<Recor
       scenario: 'deploy',
       run,
       redis: o.redis,
+      pace: o.pace,
       streams: o.streams,
       ratePerS: o.rate,
       workers: o.workers,
@@ -297,6 +307,7 @@ function summarize(o: Options, results: Record<string, unknown>[]): Record<strin
   return {
     scenario: 'deploy-summary',
     redis: o.redis,
+    pace: o.pace,
     streams: o.streams,
     ratePerS: o.rate,
     runs: o.runs,
