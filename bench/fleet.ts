@@ -21,7 +21,7 @@ import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { INTAKE_EXPECTED, ratios } from './fleet-summary.js'
 import { Fleet } from './load/fleet.js'
-import { cpuOf, quiet } from './load/proc.js'
+import { cpuOf, quiet, switchesOf } from './load/proc.js'
 import { type RedisIntake, redisIntake } from './load/service-metrics.js'
 import { CAPACITY, serviceScript, startService, startUpstream, stopProcess } from './lib.js'
 import { commandsBetween, startTopology, WATCHED } from './redis-topology.js'
@@ -92,8 +92,13 @@ async function measureCount(o: Options, n: number, upstream: string): Promise<R>
     const intake0 = await Promise.all(services.map((s) => redisIntake(s.port)))
     const commands1 = await topo.commandStats()
     const cpu0 = { instances: pids.map(cpuOf), redis: redisCpu(topo) }
+    const switches0 = pids.map(switchesOf)
     const { published, windowS } = await publishWindow(o, pub.sender, toRandomUser(users))
     const instanceCpuMs = pids.map((pid, k) => Math.round((cpuOf(pid) - (cpu0.instances[k] as number)) * 1000))
+    const switches = pids.map((pid, k) => {
+      const [a, b] = [switches0[k] as ReturnType<typeof switchesOf>, switchesOf(pid)]
+      return { voluntary: b.voluntary - a.voluntary, involuntary: b.involuntary - a.involuntary }
+    })
     const redisCpuMs = Math.round((redisCpu(topo) - cpu0.redis) * 1000)
     const commandsInWindow = commandsBetween(commands1, await topo.commandStats(), WATCHED)
     const intake1 = await Promise.all(services.map((s) => redisIntake(s.port)))
@@ -135,6 +140,15 @@ async function measureCount(o: Options, n: number, upstream: string): Promise<R>
       /** Every instance and every Redis process, per 1,000 deliveries. */
       cpuPer1000DeliveriesMs: per1000(serviceCpuMs + redisCpuMs),
       serviceCpuPer1000DeliveriesMs: per1000(serviceCpuMs),
+      /**
+       * Context switches of the instances per 1,000 deliveries: voluntary ones
+       * count event-loop wake-ups (each pays the loop's fixed cost, and fewer
+       * events per wake-up spread it over fewer deliveries).
+       */
+      switchesPer1000Deliveries: {
+        voluntary: per1000(switches.reduce((a, x) => a + x.voluntary, 0)),
+        involuntary: per1000(switches.reduce((a, x) => a + x.involuntary, 0)),
+      },
       redisIntake: {
         largest: Math.max(...intakes),
         fairShare: Math.round(published / n),

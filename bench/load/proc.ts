@@ -15,6 +15,17 @@ export function cpuOf(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
+/**
+ * Context switches of a process so far: voluntary (it blocked, e.g. an event
+ * loop with nothing to do waiting in epoll: one per wake-up) and involuntary
+ * (the scheduler took the core away).
+ */
+export function switchesOf(pid: number): { voluntary: number; involuntary: number } {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const n = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(s)?.[1] ?? NaN)
+  return { voluntary: n('voluntary_ctxt_switches'), involuntary: n('nonvoluntary_ctxt_switches') }
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Waits until a process has used under 5 % of a core for a whole second (the connect burst is over). */
