@@ -6,6 +6,7 @@ import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { CAPACITY, serviceScript, stopProcess } from '../lib.js'
+import { eachLine } from '../load/proc.js'
 
 /** A drain longer than this is cut short with SIGKILL (the service's own bound is SHUTDOWN_TIMEOUT_MS, 10 s). */
 const KILL_AFTER_MS = 30_000
@@ -57,16 +58,10 @@ export class Instance {
 
   /** Reads the process's stdout (a full pipe would block its logger) and counts each message. */
   #drainLog(proc: ChildProcess): void {
-    let partial = ''
-    proc.stdout?.setEncoding('utf8')
-    proc.stdout?.on('data', (d: string) => {
-      const lines = (partial + d).split('\n')
-      partial = lines.pop() ?? ''
-      for (const line of lines) {
-        if (line === '') continue
-        const key = logKey(line)
-        this.log.set(key, (this.log.get(key) ?? 0) + 1)
-      }
+    eachLine(proc.stdout, (line) => {
+      if (line === '') return
+      const key = logKey(line)
+      this.log.set(key, (this.log.get(key) ?? 0) + 1)
     })
   }
 

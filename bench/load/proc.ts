@@ -1,5 +1,6 @@
 // What the kernel says about a process: memory and CPU time, from /proc.
 import { readFileSync } from 'node:fs'
+import type { Readable } from 'node:stream'
 
 /** Resident set size now and at its peak (VmHWM), in bytes. */
 export function memOf(pid: number): { rss: number; hwm: number } {
@@ -58,4 +59,19 @@ export async function restingRss(pid: number, stableS = 15, maxS = 90): Promise<
     }
   }
   return Math.min(low, memOf(pid).rss)
+}
+
+/**
+ * Calls `fn` with each complete line a process writes (a line split across two
+ * chunks is joined first). Reading also keeps the pipe from filling up, which
+ * would block the process's logger.
+ */
+export function eachLine(out: Readable | null, fn: (line: string) => void): void {
+  let partial = ''
+  out?.setEncoding('utf8')
+  out?.on('data', (d: string) => {
+    const lines = (partial + d).split('\n')
+    partial = lines.pop() ?? ''
+    for (const line of lines) fn(line)
+  })
 }
