@@ -9,6 +9,8 @@ export interface FleetOptions {
   bind: boolean
   /** Streams each worker opens at a time. */
   inFlight: number
+  /** The comment that says a stream is open: `connected` (the service, the baseline; the default) or Nchan's `hi`. */
+  openComment?: string
 }
 
 export interface Merged extends Omit<Report, 'type' | 'lastBySeq'> {
@@ -58,6 +60,7 @@ export class Fleet {
           users: users.slice(i * share, (i + 1) * share),
           ...(this.opts.bind && { localAddress: `127.0.0.${10 + i}` }),
           inFlight: this.opts.inFlight,
+          openComment: this.opts.openComment ?? 'connected',
           timeoutMs,
         }, 'opened', timeoutMs * users.length),
       ),

@@ -1,5 +1,6 @@
 // An HTTP/1.1 response read as an event stream from a raw socket: the head,
-// chunked decoding, then SSE lines. No SSE library in the measuring path.
+// chunked decoding (or a body that ends with the connection, as Nchan sends
+// it), then SSE lines. No SSE library in the measuring path.
 // Feed it latin1 strings (one char per byte, so chunk sizes count in chars).
 
 export interface SseEvent {
@@ -8,7 +9,7 @@ export interface SseEvent {
   data: string
 }
 
-type ParseState = 'head' | 'size' | 'data' | 'crlf' | 'end' | 'other'
+type ParseState = 'head' | 'size' | 'data' | 'crlf' | 'end' | 'untilClose' | 'other'
 
 export interface SseHooks<C> {
   head?: (c: C) => void
@@ -45,7 +46,10 @@ export class SseReader<C = unknown> {
           this.buf = ''
           this.status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0)
           const chunked = /\r\ntransfer-encoding:\s*chunked/i.test(head)
-          this.state = this.status === 200 && chunked ? 'size' : 'other'
+          // [spec] RFC 9112 6.3: without Transfer-Encoding and Content-Length,
+          // the body is whatever comes until the server closes the connection.
+          const untilClose = !chunked && !/\r\ncontent-length:/i.test(head)
+          this.state = this.status !== 200 ? 'other' : chunked ? 'size' : untilClose ? 'untilClose' : 'other'
           this.hooks.head?.(this as unknown as C)
           chunk = rest
           i = 0
@@ -77,6 +81,10 @@ export class SseReader<C = unknown> {
           if (this.left === 0) this.state = 'crlf'
           break
         }
+        case 'untilClose':
+          this.sse(i === 0 ? chunk : chunk.slice(i))
+          i = chunk.length
+          break
         case 'crlf': {
           const nl = chunk.indexOf('\n', i)
           if (nl < 0) i = chunk.length

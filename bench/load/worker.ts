@@ -8,7 +8,7 @@ import { connect, type Socket } from 'node:net'
 import { type SseHooks, SseReader } from './sse-reader.js'
 
 export type ToWorker =
-  | { cmd: 'open'; port: number; users: string[]; localAddress?: string; inFlight: number; timeoutMs: number }
+  | { cmd: 'open'; port: number; users: string[]; localAddress?: string; inFlight: number; openComment: string; timeoutMs: number }
   | { cmd: 'measure' }
   | { cmd: 'report' }
   | { cmd: 'close' }
@@ -19,7 +19,7 @@ export interface Opened {
   failed: number
   /** A few failures, to say why. */
   failures: string[]
-  /** Per stream that connected: ms from dialling to its `: connected` comment. */
+  /** Per stream that connected: ms from dialling to the comment that opens it (`: connected`; Nchan's `: hi`). */
   connectTimesMs: number[]
 }
 
@@ -46,13 +46,15 @@ class Stream extends SseReader<Stream> {
   ended = false
   error: string | undefined
   lastSeq = -1
-  /** When it was dialled, and ms from then to `: connected`. */
+  /** When it was dialled, and ms from then to its open comment. */
   dialledAt = 0n
   connectMs = NaN
   wake: (() => void) | undefined
 
   constructor(
     readonly user: string,
+    /** The comment that says the stream is open: `connected`, or Nchan's `hi`. */
+    readonly openComment: string,
     hooks: SseHooks<Stream>,
   ) {
     super(hooks)
@@ -89,7 +91,7 @@ export function runWorker(): void {
       if (s.status !== 200) s.wake?.()
     },
     comment: (s, text) => {
-      if (text !== 'connected') return
+      if (text !== s.openComment) return
       s.connected = true
       s.connectMs = Number(process.hrtime.bigint() - s.dialledAt) / 1e6
       s.wake?.()
@@ -140,7 +142,7 @@ export function runWorker(): void {
   // dials, and answers for, only this call's. `measure`, `report` and `close`
   // cover every stream held.
   const open = async (m: Extract<ToWorker, { cmd: 'open' }>): Promise<void> => {
-    const fresh = m.users.map((u) => new Stream(u, hooks))
+    const fresh = m.users.map((u) => new Stream(u, m.openComment, hooks))
     streams.push(...fresh)
     const failures: string[] = []
     let next = 0
