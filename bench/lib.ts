@@ -2,7 +2,7 @@
 // loopback, and the built service as a child process. Everything is stopped at
 // exit: normally, on an error, on Ctrl-C or SIGTERM, and by the kernel if this
 // process dies without running its handlers (setpriv --pdeathsig, where util-linux has it).
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { type ChildProcess, spawn, type SpawnOptions, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
@@ -41,9 +41,13 @@ export function atSignal(fn: () => Promise<unknown>): () => void {
   return () => cleanups.delete(fn)
 }
 
-/** Kills `pid` at exit (processes this module did not spawn). */
-export function killAtExit(pid: number): void {
+/**
+ * Kills `pid` at exit (processes this module did not spawn). Returns the
+ * undoing, for a process that is gone before: its pid may be someone else's by then.
+ */
+export function killAtExit(pid: number): () => void {
   extraPids.add(pid)
+  return () => extraPids.delete(pid)
 }
 
 /** Stops the bench by itself: after `ms`, whatever it is doing (exit code 2, children killed). */
@@ -54,15 +58,24 @@ export function deadline(ms: number, what: string): void {
   }, ms).unref()
 }
 
-let guardArgs: string[] | undefined
+let guardable: boolean | undefined
 /**
  * `setpriv --pdeathsig KILL <cmd>`: the kernel kills the child when this process
  * dies without its exit handlers (SIGKILL, a crash). setpriv execs, so the pid is
- * the child's own (/proc figures stay right).
+ * the child's own (/proc figures stay right). `signal` TERM instead lets a child
+ * that has children of its own (nginx's master) stop them first.
  */
-function guarded(cmd: string, args: string[]): [string, string[]] {
-  guardArgs ??= spawnSync('setpriv', ['--pdeathsig', 'KILL', 'true']).status === 0 ? ['--pdeathsig', 'KILL'] : []
-  return guardArgs.length > 0 ? ['setpriv', [...guardArgs, cmd, ...args]] : [cmd, args]
+function guarded(cmd: string, args: string[], signal: 'KILL' | 'TERM' = 'KILL'): [string, string[]] {
+  guardable ??= spawnSync('setpriv', ['--pdeathsig', 'KILL', 'true']).status === 0
+  return guardable ? ['setpriv', ['--pdeathsig', signal, cmd, ...args]] : [cmd, args]
+}
+
+/** Spawns `cmd` under the death guard; killed at exit like every other process the bench starts. */
+export function spawnChild(cmd: string, args: string[], opts: SpawnOptions, deathSignal: 'KILL' | 'TERM' = 'KILL'): ChildProcess {
+  const [c, a] = guarded(cmd, args, deathSignal)
+  const proc = spawn(c, a, opts)
+  children.push(proc)
+  return proc
 }
 
 /** This repository: its build (dist/) is the default service under test. */
@@ -75,11 +88,8 @@ export function serviceScript(dir = REPO): string {
 
 export async function startRedis(extraArgs: string[] = []): Promise<{ url: string; port: number; pid: number }> {
   const port = await freePort()
-  const [cmd, args] = guarded('redis-server', [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs,
-  ])
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] })
-  children.push(proc)
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs]
+  const proc = spawnChild('redis-server', args, { stdio: ['ignore', 'pipe', 'inherit'] })
   await waitForOutput(proc, /Ready to accept connections/)
   // Keep draining its log: a full pipe would block Redis on its next line.
   proc.stdout?.resume()
@@ -116,12 +126,10 @@ export async function startService(
   nodeArgs: string[] = [],
 ): Promise<{ proc: ChildProcess; port: number }> {
   const port = await freePort()
-  const [cmd, args] = guarded(process.execPath, [...nodeArgs, script])
-  const proc = spawn(cmd, args, {
+  const proc = spawnChild(process.execPath, [...nodeArgs, script], {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...CAPACITY, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
-  children.push(proc)
   const base = `http://127.0.0.1:${port}`
   // Ready = subscribed to Redis; poll the probe (a benchmark harness, not a test).
   for (let i = 0; i < 200; i++) {

@@ -5,7 +5,7 @@ import { REPO } from './lib.js'
 import type { RedisKind } from './redis-topology.js'
 
 export type Scenario = 'targeted' | 'capacity' | 'broadcast' | 'idle' | 'connect' | 'routing' | 'fleet'
-export type Target = 'ours' | 'baseline'
+export type Target = 'ours' | 'baseline' | 'nchan'
 
 export interface Options {
   scenario: Scenario
@@ -60,11 +60,23 @@ export const DEFAULTS: Record<Scenario, Defaults> = {
 
 export class UsageError extends Error {}
 
-const USAGE = `usage: npm run bench -- <${[...Object.keys(DEFAULTS), 'storm'].join('|')}> [--runs=N] [--target=ours|baseline|both]
+const USAGE = `usage: npm run bench -- <${[...Object.keys(DEFAULTS), 'storm'].join('|')}> [--runs=N] [--target=ours|baseline|nchan|both|all]
   [--streams=N] [--rate=N] [--seconds=N] [--workers=N] [--in-flight=N] [--no-bind]
   [--publish=plain|script] [--redis=single|cluster] [--service=DIR] [--idle-seconds=N] [--hold=N]
   [--instances=1,2,4]
-  [--env.KEY=VALUE] [--node-args="--cpu-prof --cpu-prof-dir=DIR"]`
+  [--env.KEY=VALUE] [--node-args="--cpu-prof --cpu-prof-dir=DIR"]
+targets: ours (the service), baseline (bench/baseline/server.mjs), nchan (nginx with
+  libnginx-mod-nchan, bench/nchan/nginx.conf.template), both = ours and baseline,
+  all = ours, baseline and nchan, one after the other with the same options.
+  Nchan: one worker, EventSource on /notify, one channel per user, each connect
+  authorized by a subrequest to the same auth upstream, connects paced by the same
+  --workers/--in-flight; events by HTTP POST /pub/<user> (a broadcast: 255 users
+  per POST, Nchan's multi-channel publishing); no Redis. What differs: its
+  heartbeat (a comment every 15 s, nchan_eventsource_ping_*) goes to every
+  stream, busy or not; its history is in nginx's shared memory, not Redis; its
+  CPU is nginx's (master + worker) against the service's plus Redis's; its RSS
+  is nginx's processes' with the shared zone counted once. Not for routing or
+  fleet; --publish, --redis, --service, --env and --node-args are the service's.`
 
 export function parseArgs(argv: string[]): Options | 'storm' {
   const scenario = argv.find((a) => !a.startsWith('--'))
@@ -90,10 +102,10 @@ export function parseArgs(argv: string[]): Options | 'storm' {
     return v as T
   }
   const d = DEFAULTS[scenario as Scenario]
-  const target = oneOf('target', ['ours', 'baseline', 'both'], 'ours')
+  const target = oneOf('target', ['ours', 'baseline', 'nchan', 'both', 'all'], 'ours')
   const o: Options = {
     scenario: scenario as Scenario,
-    targets: target === 'both' ? ['ours', 'baseline'] : [target],
+    targets: target === 'both' ? ['ours', 'baseline'] : target === 'all' ? ['ours', 'baseline', 'nchan'] : [target],
     runs: num('runs', 1),
     streams: num('streams', d.streams),
     rate: num('rate', d.rate),
@@ -118,6 +130,12 @@ export function parseArgs(argv: string[]): Options | 'storm' {
   if (o.targets.includes('baseline') && (o.redis !== 'single' || o.publish !== 'plain' || o.scenario === 'routing' || o.scenario === 'fleet')) {
     throw new UsageError('the baseline takes plain PUBLISH on one redis-server only')
   }
+  if (o.targets.includes('nchan') && (o.scenario === 'routing' || o.scenario === 'fleet')) {
+    throw new UsageError(`${o.scenario} measures instances of the service: not a scenario for Nchan`)
+  }
+  const servicesOwn = ['publish', 'redis', 'service', 'node-args'].filter((f) => flag(f) !== undefined).map((f) => `--${f}`)
+  if (Object.keys(o.env).length > 0) servicesOwn.push('--env.*')
+  if (target === 'nchan' && servicesOwn.length > 0) throw new UsageError(`${servicesOwn.join(', ')}: for the service, not for Nchan`)
   if (o.hold > 0 && o.scenario !== 'connect') throw new UsageError('--hold is for the connect scenario')
   if (flag('instances') !== undefined && o.scenario !== 'fleet') throw new UsageError('--instances is for the fleet scenario')
   if (o.instances.some((n) => !Number.isInteger(n) || n < 1 || n > 16) || new Set(o.instances).size !== o.instances.length) {

@@ -17,8 +17,10 @@
 //              (bench/fleet.ts)
 //   storm      10,000 streams reconnect at once with Last-Event-ID (bench/storm.ts)
 //
-// Options: --target=ours|baseline|both (default ours; baseline = bench/baseline/server.mjs,
-// one Redis subscription per connection), --runs=N (default 1), --streams=N,
+// Options: --target=ours|baseline|nchan|both|all (default ours; baseline =
+// bench/baseline/server.mjs, one Redis subscription per connection; nchan =
+// nginx with libnginx-mod-nchan, bench/nchan/; both = ours and baseline; all =
+// the three, one after the other), --runs=N (default 1), --streams=N,
 // --rate=N, --seconds=N, --workers=N (default 4), --in-flight=N (streams each
 // worker opens at a time, default 100), --no-bind (no 127.0.0.x source
 // addresses), --publish=plain|script (plain PUBLISH on the classic channel, the
@@ -31,90 +33,90 @@
 // --instances=N,N,... (fleet: the instance counts, default 1,2,4),
 // --env.KEY=VALUE (service environment), --node-args="--cpu-prof ..." (service
 // node flags). Starts Redis, an auth upstream and the service itself (all on
-// 127.0.0.1; every stream authenticates as its own user), prints one JSON line
-// per run, then a summary line of medians when --runs > 1, and stops by itself.
-import { type ChildProcess, spawnSync } from 'node:child_process'
+// 127.0.0.1; every stream authenticates as its own user), or for Nchan the
+// auth upstream and nginx (bench/subject.ts: what is measured, for every
+// target the same way), prints one JSON line per run, then a summary line of
+// medians when --runs > 1, and stops by itself.
+import { spawnSync } from 'node:child_process'
 import { loadavg } from 'node:os'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Fleet, type Merged } from './load/fleet.js'
-import { cpuOf, memOf, quiet, restingRss } from './load/proc.js'
+import { quiet } from './load/proc.js'
 import { median } from './load/stats.js'
 import { runWorker } from './load/worker.js'
-import { CAPACITY, deadline, REPO, serviceScript, startService, startUpstream, stopProcess } from './lib.js'
-import { commandsBetween, startTopology, WATCHED } from './redis-topology.js'
-import { CHANNEL, connectFigures, deliveryFigures, KiB, MiB, makeSender, pickMedian, publishWindow, redisCpu, serviceLog, sleep, toRandomUser } from './run-common.js'
+import { deadline, REPO, startUpstream } from './lib.js'
+import { startNchanSubject } from './nchan/subject.js'
+import { commandsBetween, WATCHED } from './redis-topology.js'
+import { connectFigures, deliveryFigures, KiB, MiB, pickMedian, publishWindow, sleep, toRandomUser } from './run-common.js'
 import { type Options, parseArgs, type Target, UsageError } from './run-options.js'
 import { runRouting, summarizeRouting } from './routing.js'
 import { runFleet } from './fleet.js'
 import { summarizeFleet } from './fleet-summary.js'
+import { type Subject, startServiceSubject } from './subject.js'
 
-const BASELINE = fileURLToPath(new URL('./baseline/server.mjs', import.meta.url))
+/** This module: the load workers' entry (run with --worker). */
+const ENTRY = fileURLToPath(import.meta.url)
 
 async function runOnce(o: Options, target: Target, run: number): Promise<Record<string, unknown>> {
   const load1m = +(loadavg()[0] as number).toFixed(2)
-  // The baseline holds one Redis connection per stream.
-  const topo = await startTopology(o.redis, target === 'baseline' ? ['--maxclients', '100000'] : [])
-  let service: { proc: ChildProcess; port: number } | undefined
+  let subject: Subject | undefined
   let fleet: Fleet | undefined
   let holders: Fleet | undefined
-  let pub: Awaited<ReturnType<typeof makeSender>> | undefined
   try {
     const upstream = await startUpstream()
-    const env = { ...topo.env, AUTH_MODE: 'upstream', AUTH_UPSTREAM_URL: upstream, NOTIFY_CHANNEL: CHANNEL, ...CAPACITY, ...o.env }
-    service = await startService(env, target === 'baseline' ? BASELINE : serviceScript(o.service), o.nodeArgs)
-    const log = serviceLog(service.proc)
-    const pid = service.proc.pid as number
-    fleet = await Fleet.start(fileURLToPath(import.meta.url), { workers: o.workers, bind: o.bind, inFlight: o.inFlight })
-    pub = await makeSender(o, topo)
-    await quiet(pid, 10_000)
+    const s = (subject = target === 'nchan' ? await startNchanSubject(upstream) : await startServiceSubject(o, target, upstream))
+    const streams = { bind: o.bind, openComment: s.openComment }
+    fleet = await Fleet.start(ENTRY, { workers: o.workers, inFlight: o.inFlight, ...streams })
+    await quiet(s.pid(), 10_000)
     // At rest, an idle service also gives back its start-up garbage (25 MiB
     // here): `idle` measures from the resting RSS, the other scenarios (which
     // measure no memory at rest) from the RSS once the CPU is quiet.
-    let rssBefore = o.scenario === 'idle' ? await restingRss(pid) : memOf(pid).rss
+    let rssBefore = o.scenario === 'idle' ? await s.restingRss() : s.rss()
     let held: { ok: number; failed: number } | undefined
     if (o.hold > 0) {
       // Streams of other users, open before (and during) the measured connects.
-      holders = await Fleet.start(fileURLToPath(import.meta.url), { workers: 4, bind: o.bind, inFlight: 100 })
-      const r = await holders.open(service.port, Array.from({ length: o.hold }, (_, i) => `h${i}`), 30_000)
+      holders = await Fleet.start(ENTRY, { workers: 4, inFlight: 100, ...streams })
+      const r = await holders.open(s.port, Array.from({ length: o.hold }, (_, i) => `h${i}`), 30_000)
       held = { ok: r.ok, failed: r.failed }
-      await quiet(pid)
-      rssBefore = memOf(pid).rss
+      await quiet(s.pid())
+      rssBefore = s.rss()
     }
     const users = Array.from({ length: o.streams }, (_, i) => `u${i}`)
-    const commands0 = await topo.commandStats()
-    const cpuConnect0 = cpuOf(pid)
+    const commands0 = await s.commandStats()
+    const cpuConnect0 = s.cpu().service
     const t0 = performance.now()
-    const opened = await fleet.open(service.port, users, 30_000)
+    const opened = await fleet.open(s.port, users, 30_000)
     const connectMs = Math.round(performance.now() - t0)
-    const connectCpuMs = (cpuOf(pid) - cpuConnect0) * 1000
-    await quiet(pid)
-    const commandsAtConnect = commandsBetween(commands0, await topo.commandStats(), WATCHED)
-    const rss = memOf(pid).rss
+    const connectCpuMs = (s.cpu().service - cpuConnect0) * 1000
+    await quiet(s.pid())
+    const commandsAtConnect = commandsBetween(commands0, await s.commandStats(), WATCHED)
+    const rss = s.rss()
     const head = {
       scenario: o.scenario,
       target,
       run,
-      redis: o.redis,
-      publish: o.publish === 'script' ? `script (${pub.routing})` : 'plain PUBLISH',
+      redis: s.redis,
+      publish: s.publish,
       ...(o.service !== resolve(REPO) && { service: o.service }),
+      ...(s.measured !== undefined && { measured: s.measured }),
       load1m,
       streams: o.streams,
       ...(held !== undefined && { held }),
       ...connectFigures(opened, connectMs),
-      /** Service CPU from the first connect to the last `: connected`, per stream (10 ms resolution in all). */
+      /** Service CPU from the first connect to the last open comment, per stream (10 ms resolution in all). */
       serviceCpuPerConnectMs: opened.ok > 0 ? +(connectCpuMs / opened.ok).toFixed(3) : null,
       rssBeforeMiB: MiB(rssBefore),
       rssMiB: MiB(rss),
       rssPerStreamKiB: opened.ok > 0 ? KiB((rss - rssBefore) / opened.ok) : null,
       redisCommandsAtConnect: commandsAtConnect,
     }
-    if (service.proc.exitCode !== null) return { ...head, crashed: service.proc.exitCode }
+    if (s.crashed() !== undefined) return { ...head, crashed: s.crashed() }
     if (o.scenario === 'connect') return head
 
     await fleet.measure()
-    const commands1 = await topo.commandStats()
-    const cpu0 = { service: cpuOf(pid), redis: redisCpu(topo) }
+    const commands1 = await s.commandStats()
+    const cpu0 = s.cpu()
     let published = 0
     let expected = 0
     let windowS: number
@@ -125,22 +127,23 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
     } else {
       // Broadcast: one event naming every user, repeated; each repetition is timed to its last delivery.
       const make = o.scenario === 'broadcast' ? () => ({ recipient_ids: users, type: 'bench' }) : toRandomUser(users)
-      const measured = await publishWindow(o, pub.sender, make)
+      const measured = await publishWindow(o, s.sender, make)
       published = measured.published
       windowS = measured.windowS
       // Broadcast: every open stream gets each event. Otherwise one stream per
       // user; refused streams are counted as failed above.
       expected = o.scenario === 'broadcast' ? published * opened.ok : published
     }
+    const cpu1 = s.cpu()
     const cpuMs = {
-      service: Math.round((cpuOf(pid) - cpu0.service) * 1000),
-      redis: Math.round((redisCpu(topo) - cpu0.redis) * 1000),
+      service: Math.round((cpu1.service - cpu0.service) * 1000),
+      redis: Math.round((cpu1.redis - cpu0.redis) * 1000),
     }
-    const commandsInWindow = commandsBetween(commands1, await topo.commandStats(), WATCHED)
+    const commandsInWindow = commandsBetween(commands1, await s.commandStats(), WATCHED)
     const got: Merged = await fleet.report()
     const result: Record<string, unknown> = {
       ...head,
-      ...deliveryFigures({ sender: pub.sender, published, expected, got }),
+      ...deliveryFigures({ sender: s.sender, published, expected, got }),
       cpuMs,
       windowS: +windowS.toFixed(1),
       cpuPer1000DeliveriesMs: got.received > 0 ? +(((cpuMs.service + cpuMs.redis) * 1000) / got.received).toFixed(1) : null,
@@ -155,23 +158,19 @@ async function runOnce(o: Options, target: Target, run: number): Promise<Record<
     if (o.scenario === 'idle') {
       result.cpuAtRestMsPerMin = Math.round(((cpuMs.service + cpuMs.redis) / windowS) * 60)
       // After the window the auth cache (30 s) has let go of the connect burst's answers.
-      const rest = await restingRss(pid)
+      const rest = await s.restingRss()
       result.rssAtRestMiB = MiB(rest)
       result.rssPerStreamAtRestKiB = opened.ok > 0 ? KiB((rest - rssBefore) / opened.ok) : null
     }
+    const log = s.log()
     if (log.lines > 0) result.serviceLog = log
-    if (service.proc.exitCode !== null) result.crashed = service.proc.exitCode
+    if (s.crashed() !== undefined) result.crashed = s.crashed()
     return result
   } finally {
-    pub?.close()
-    // The service first: its shutdown closes the streams from its side, so
-    // TIME_WAIT lands on the service's port. Closed from the workers' side,
-    // 19,000 TIME_WAIT sockets on their bound source addresses slowed the next
-    // run's connects (bind looks for a free port among them): 7 s -> 18-25 s.
-    if (service !== undefined) await stopProcess(service.proc)
+    // The server first (Subject.stop: TIME_WAIT lands on its side), then the load workers.
+    await subject?.stop()
     await fleet?.stop()
     await holders?.stop()
-    await topo.stop()
   }
 }
 
