@@ -4,16 +4,23 @@
 // stream got exactly the events it missed, in order, once, and records the
 // service's RSS before and at its peak during the storm.
 //
-// Usage: npm run bench:storm -- [streams=10000] [runs=3] [--embedded]
-//          [--missed=10] [--workers=2] [--timeout-s=120] [--auth-cache] [--in-flight=N]
+// Usage: npm run bench:storm -- [streams=10000] [runs=3] [--target=ours|nchan|all]
+//          [--embedded] [--missed=10] [--workers=2] [--timeout-s=120] [--auth-cache] [--in-flight=N]
+//   --target       ours (the service, the default), nchan (nginx with libnginx-mod-nchan,
+//                  bench/nchan/), or all (ours, then Nchan, each for `runs` runs). Nchan
+//                  gets the same streams, missed events (POST /pub/<user>, its own ids)
+//                  and reconnects with Last-Event-ID, and replays from its own buffer
+//                  if it does (`replayed` says how many of the missed events came);
+//                  allHeadersMs is the time until every stream is open again.
 //   --embedded     REDIS_URL unset (in-memory broker), events sent by POST /publish;
-//                  default: the Redis broker, events sent with createPublisher.
+//                  default: the Redis broker, events sent with createPublisher. Ours only.
 //   --auth-cache   keep the default AUTH_CACHE_TTL_MS (30 s); default 0, so every
-//                  (re)connect costs one auth upstream call.
+//                  (re)connect costs one auth upstream call (as Nchan's always does).
 //   --in-flight=N  reconnect at most N streams at a time per worker (default: all
 //                  at once), to tell the kernel's accept queue from the service.
-//   --backlog=N    the service's LISTEN_BACKLOG (default: the service's, 4096);
-//                  above net.core.somaxconn the kernel caps it.
+//   --backlog=N    the service's LISTEN_BACKLOG (default: the service's, 4096), and
+//                  Nchan's listen backlog (default 4096 too); above
+//                  net.core.somaxconn the kernel caps it.
 //   --service=DIR  the build under test: DIR/dist/server.js, and DIR/dist/publisher.js
 //                  publishes (e.g. a worktree of an older commit; default this repository).
 //   --ssubscribe-log  a diagnostic run: Redis logs every command of the storm
@@ -21,7 +28,7 @@
 //                  channels each SSUBSCRIBE carried. Costs Redis some CPU: not for timed runs.
 // Every run also reports the Redis commands of each phase (INFO commandstats:
 // SSUBSCRIBE, SUNSUBSCRIBE, XRANGE, XREVRANGE, EVALSHA ...).
-// Prints one JSON line per run, then one summary line (medians and ranges).
+// Prints one JSON line per run, then one summary line per target (medians and ranges).
 // STORM_SERVICE_NODE_OPTIONS, when set, is passed to the service as NODE_OPTIONS
 // (e.g. "--require /path/to/profiler-preload.cjs"; --cpu-prof is not allowed there).
 //
@@ -29,24 +36,23 @@
 // minimal chunked + SSE line reader, no SSE library), so no process holds more
 // than N / workers client sockets. All addresses are loopback.
 import type { ChildProcess } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { loadavg } from 'node:os'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ask, startWorker, type Worker } from './load/ipc.js'
-import { cpuOf, memOf } from './load/proc.js'
-import type { BuildPublisher } from './load/publisher.js'
+import { cpuOf } from './load/proc.js'
 import { type SseEvent, type SseHooks, SseReader } from './load/sse-reader.js'
 import { dist, median } from './load/stats.js'
+import type { Publish, StormServer } from './storm-server.js'
 
 // Client sockets are not bound to a source address (localAddress): on this
 // kernel, bind() with port 0 slows down to milliseconds per call once tens of
 // thousands of TIME_WAIT sockets sit on that address (each drop leaves 10,000),
 // and Node makes that call on the event loop: 5,000 connects took 14 s. Without
 // it, connect() picks the port and may reuse TIME_WAIT ones on loopback.
-const PUBLISH_TOKEN = 'storm-bench-publish-token'
 const HISTORY_SIZE = 100
 /** Events per publish batch (PUBLISH_MAX_EVENTS / createPublisher default) and batches in flight. */
 const PUBLISH_BATCH = 1000
@@ -88,7 +94,7 @@ class Conn extends SseReader<Conn> {
 }
 
 type ToWorker =
-  | { cmd: 'open'; port: number; users: string[]; timeoutMs: number }
+  | { cmd: 'open'; port: number; users: string[]; openComment: string; timeoutMs: number }
   | { cmd: 'prime'; ids: string[]; timeoutMs: number }
   | { cmd: 'drop' }
   | { cmd: 'expect'; ids: string[][] }
@@ -159,13 +165,13 @@ function worker(): void {
     return socket
   }
 
-  const open = async (port: number, timeoutMs: number) => {
+  const open = async (port: number, openComment: string, timeoutMs: number) => {
     conns = users.map(
       (u) =>
         new Conn(u, {
           head: (c) => c.status !== 200 && c.wake?.(),
           comment: (c, text) => {
-            if (text !== 'connected') return
+            if (text !== openComment) return
             c.connected = true
             c.wake?.()
           },
@@ -297,7 +303,7 @@ function worker(): void {
       switch (m.cmd) {
         case 'open':
           users = m.users
-          return open(m.port, m.timeoutMs)
+          return open(m.port, m.openComment, m.timeoutMs)
         case 'prime':
           return prime(m.ids, m.timeoutMs)
         case 'drop':
@@ -403,7 +409,11 @@ function until(ready: () => boolean, everyMs = 10): Promise<void> {
 // ---------------------------------------------------------------------------
 // Parent side: redis-server, auth upstream, the service, the publisher, the clock.
 
+type Target = 'ours' | 'nchan'
+
 interface Options {
+  /** --target=ours|nchan|all: the service, Nchan, or both in turn. */
+  targets: Target[]
   streams: number
   runs: number
   embedded: boolean
@@ -424,7 +434,11 @@ interface Options {
 function parseArgs(argv: string[]): Options {
   const positional = argv.filter((a) => !a.startsWith('--'))
   const flag = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+  const target = flag('target') ?? 'ours'
+  if (target === 'baseline' || target === 'both') throw new Error('the baseline keeps no history to reconnect to: --target=ours|nchan|all')
+  if (!['ours', 'nchan', 'all'].includes(target)) throw new Error(`--target=ours|nchan|all (got ${target})`)
   const o: Options = {
+    targets: target === 'all' ? ['ours', 'nchan'] : [target as Target],
     streams: Number(positional[0] ?? 10_000),
     runs: Number(positional[1] ?? 3),
     embedded: argv.includes('--embedded'),
@@ -494,8 +508,6 @@ async function waitQuiet(pid: number, timeoutMs = 60_000): Promise<void> {
   }
 }
 
-type Publish = (events: { recipient_id: string; type: string; n: number }[]) => Promise<string[]>
-
 /** Publishes in rounds (round r: one event per user), PUBLISH_BATCH per call, PUBLISH_IN_FLIGHT calls at a time. */
 async function publishRounds(publish: Publish, users: string[], first: number, rounds: number): Promise<Map<string, string[]>> {
   const ids = new Map<string, string[]>(users.map((u) => [u, []]))
@@ -516,74 +528,26 @@ async function publishRounds(publish: Publish, users: string[], first: number, r
   return ids
 }
 
-async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<string, unknown>> {
-  const { workers, upstream, redisUrl } = deps
+async function runOnce(o: Options, target: Target, run: number, deps: Deps): Promise<Record<string, unknown>> {
+  const { workers } = deps
   const users = Array.from({ length: o.streams }, (_, i) => `storm-${run}-${i}`)
   const share = (w: number) => users.filter((_, i) => i % workers.length === w)
-  const env: Record<string, string> = {
-    AUTH_MODE: 'upstream',
-    AUTH_UPSTREAM_URL: upstream,
-    AUTH_CACHE_TTL_MS: o.authCache ? '30000' : '0',
-    HISTORY_SIZE: String(HISTORY_SIZE),
-    SHUTDOWN_TIMEOUT_MS: '10000',
-  }
-  if (o.backlog !== undefined) env.LISTEN_BACKLOG = o.backlog
-  if (process.env.STORM_SERVICE_NODE_OPTIONS) env.NODE_OPTIONS = process.env.STORM_SERVICE_NODE_OPTIONS
-  if (o.embedded) env.PUBLISH_TOKEN = PUBLISH_TOKEN
-  else env.REDIS_URL = redisUrl
-  const { proc, port } = await deps.startService(env, deps.serviceScript)
-  const pid = proc.pid as number
-  // Drain the service's stdout (a full pipe would block its logger) and keep
-  // evidence: its warnings (rate-limited by the service), and request errors by code.
-  const warnings: string[] = []
-  const requestErrors: Record<string, number> = {}
-  let partial = ''
-  proc.stdout?.setEncoding('utf8')
-  proc.stdout?.on('data', (d: string) => {
-    const lines = (partial + d).split('\n')
-    partial = lines.pop() ?? ''
-    for (const line of lines) {
-      let entry: { level?: number; reqId?: string; msg?: string; err?: { code?: string | number; message?: string }; res?: { statusCode?: number } }
-      try {
-        entry = JSON.parse(line)
-      } catch {
-        if (warnings.length < 30) warnings.push(line.slice(0, 300))
-        continue
-      }
-      if (entry.reqId !== undefined && entry.res !== undefined) {
-        const key = `${entry.res.statusCode} ${entry.err?.code ?? entry.msg}`
-        requestErrors[key] = (requestErrors[key] ?? 0) + 1
-      } else if (warnings.length < 30) {
-        warnings.push(line.slice(0, 400))
-      }
-    }
-  })
-  let exited: string | undefined
-  proc.once('exit', (code, signal) => (exited ??= `exit code ${code} signal ${signal}`))
-
-  const publish: Publish = o.embedded
-    ? async (events) => {
-        const res = await fetch(`http://127.0.0.1:${port}/publish`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${PUBLISH_TOKEN}`, 'content-type': 'application/json' },
-          body: JSON.stringify(events),
-        })
-        if (res.status !== 202) throw new Error(`POST /publish: ${res.status} ${await res.text()}`)
-        const { published } = (await res.json()) as { published: { id: string }[] }
-        return published.map((p) => p.id)
-      }
-    : async (events) => (await deps.publisher.publish(events)).map((p) => p.id as string)
-  const commands = o.embedded ? async () => new Map() as CommandStats : deps.redisCommands
+  const server = await deps.startServer(target)
+  const { port, publish } = server
+  const pid = server.pid()
+  // The service's Redis broker (Nchan and the embedded broker have none to count).
+  const onRedis = target === 'ours' && !o.embedded
+  const commands = onRedis ? deps.redisCommands : async () => new Map() as CommandStats
 
   try {
     const fdIdle = fdsOf(pid)
-    const rssIdle = memOf(pid).rss
+    const rssIdle = server.rss()
 
     // 1. Open every stream (no Last-Event-ID), a bounded number at a time: not timed.
     const commandsIdle = await commands()
     let t = process.hrtime.bigint()
     const opened = await Promise.all(
-      workers.map((w, k) => ask<{ ok: number; failed: number; failures: string[] }>(w, { cmd: 'open', port, users: share(k), timeoutMs: 300_000 }, 'opened', 310_000)),
+      workers.map((w, k) => ask<{ ok: number; failed: number; failures: string[] }>(w, { cmd: 'open', port, users: share(k), openComment: server.openComment, timeoutMs: 300_000 }, 'opened', 310_000)),
     )
     const openFailed = opened.reduce((a, r) => a + r.failed, 0)
     if (openFailed > 0) throw new Error(`${openFailed} streams failed to open: ${JSON.stringify(opened.flatMap((r) => r.failures))}`)
@@ -598,13 +562,13 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
     )
     const primeBad = primed.reduce((a, r) => a + r.missing + r.mismatched, 0)
     if (primeBad > 0) throw new Error(`priming event not delivered as published: ${JSON.stringify(primed)}`)
-    const rssWithStreams = memOf(pid).rss
+    const rssWithStreams = server.rss()
     const commandsOpen = await commands()
 
     // 3. Drop every stream at once; wait until the service has closed its side.
     t = process.hrtime.bigint()
     await Promise.all(workers.map((w) => ask(w, { cmd: 'drop' }, 'dropped', 60_000)))
-    await waitFor('the service to close the dropped streams', () => serviceConnections(port) <= OWN_CONNECTIONS, 120_000)
+    await waitFor('the server to close the dropped streams', () => serviceConnections(port) <= OWN_CONNECTIONS, 120_000)
     const dropSettledMs = sinceMs(t)
 
     // 4. Publish what they miss while away.
@@ -614,32 +578,27 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
     await waitQuiet(pid)
     const expected = (us: string[]) => us.map((u) => missedIds.get(u) as string[])
     await Promise.all(workers.map((w, k) => ask(w, { cmd: 'expect', ids: expected(share(k)) }, 'expected', 60_000)))
-    const redisUsed = o.embedded ? undefined : Number(/used_memory:(\d+)/.exec(await deps.redisInfo())?.[1] ?? NaN)
+    const redisUsed = onRedis ? Number(/used_memory:(\d+)/.exec(await deps.redisInfo())?.[1] ?? NaN) : undefined
     const commandsBeforeStorm = await commands()
-    if (o.ssubscribeLog && !o.embedded) await deps.slowlog.start()
+    if (o.ssubscribeLog && onRedis) await deps.slowlog.start()
 
     // 5. The storm: every stream reconnects at once with its Last-Event-ID.
-    const before = memOf(pid)
-    let hwmReset = true
-    try {
-      writeFileSync(`/proc/${pid}/clear_refs`, '5') // resets VmHWM to the current RSS
-    } catch {
-      hwmReset = false
-    }
-    let peakRss = before.rss
+    const before = server.rss()
+    const hwm = server.resetPeak()
+    let peakRss = before
     let peakFds = 0
     let polls = 0
     const poller = setInterval(() => {
       try {
-        peakRss = Math.max(peakRss, memOf(pid).rss)
+        peakRss = Math.max(peakRss, server.rss())
         if (polls++ % 2 === 0) peakFds = Math.max(peakFds, fdsOf(pid))
       } catch {
-        // the service exited; reported below
+        // the server exited; reported below
       }
     }, 100)
     const benchLoop = monitorEventLoopDelay({ resolution: 10 })
     benchLoop.enable()
-    const cpuBefore = cpuOf(pid)
+    const cpuBefore = server.cpu()
     const tcpBefore = tcpCounters()
     const load = loadavg()[0] as number
     const t0 = process.hrtime.bigint()
@@ -652,27 +611,31 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
     benchLoop.disable()
     const tcpAfter = tcpCounters()
     const commandsAfterStorm = await commands()
-    const ssubscribes = o.ssubscribeLog && !o.embedded ? await deps.slowlog.ssubscribes() : undefined
+    const ssubscribes = o.ssubscribeLog && onRedis ? await deps.slowlog.ssubscribes() : undefined
     const stormCommands = commandsBetween(commandsBeforeStorm, commandsAfterStorm, WATCHED)
     const kernelTcp = Object.fromEntries(TCP_COUNTERS.map((k) => [k, (tcpAfter[k] as number) - (tcpBefore[k] as number)]))
+    const exited = server.exited()
     const alive = exited === undefined
-    const after = alive ? memOf(pid) : { rss: NaN, hwm: NaN }
-    const stormCpuS = alive ? +(cpuOf(pid) - cpuBefore).toFixed(2) : NaN
-    if (hwmReset && alive) peakRss = Math.max(peakRss, after.hwm)
+    const after = alive ? server.rss() : NaN
+    const stormCpuS = alive ? +(server.cpu() - cpuBefore).toFixed(2) : NaN
+    if (hwm !== undefined && alive) peakRss = Math.max(peakRss, hwm())
 
     const headers = reports.flatMap((r) => r.headersMs)
     const done = reports.flatMap((r) => r.doneMs)
     const problems = mergeProblems(reports.map((r) => r.problems))
     const clean = done.length === o.streams && problemCount(problems) === 0 && alive
+    const missedEvents = o.streams * o.missed
     const result = {
       scenario: 'storm',
-      broker: o.embedded ? 'embedded' : 'redis',
+      target,
+      broker: target === 'nchan' ? 'nchan (nginx shared memory)' : o.embedded ? 'embedded' : 'redis',
       run,
       streams: o.streams,
       missedPerStream: o.missed,
-      authCache: o.authCache,
+      // Nchan has no auth cache: every reconnect costs it one upstream call.
+      authCache: target === 'ours' && o.authCache,
       reconnectsInFlight: o.inFlight > 0 ? o.inFlight * o.workers : 'all',
-      ports: { service: port, upstream: Number(new URL(upstream).port) },
+      ports: { service: port, upstream: Number(new URL(deps.upstream).port) },
       connectMs,
       dropSettledMs,
       publishMs,
@@ -683,12 +646,15 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
       caughtUpMs: dist(done),
       tcpConnectMs: dist(reports.flatMap((r) => r.tcpMs)),
       caughtUp: done.length,
+      // The missed events that came after the reconnect (the service replays
+      // its history; whether Nchan replays its buffer is what this says).
+      replayed: { events: missedEvents - problems.lostEvents, of: missedEvents },
       rssIdleMiB: MiB(rssIdle),
       rssWithStreamsMiB: MiB(rssWithStreams),
-      rssBeforeStormMiB: MiB(before.rss),
+      rssBeforeStormMiB: MiB(before),
       peakRssMiB: MiB(peakRss),
-      peakFromHwm: hwmReset,
-      rssAfterStormMiB: MiB(after.rss),
+      peakFromHwm: hwm !== undefined,
+      rssAfterStormMiB: MiB(after),
       serviceFdsIdle: fdIdle,
       serviceFdsPeak: peakFds,
       stormCpuS,
@@ -703,7 +669,7 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
         benchLoopDelayMaxMs: Math.round(benchLoop.max / 1e6),
       },
       loadAvg1m: +load.toFixed(2),
-      ...(!o.embedded && {
+      ...(onRedis && {
         // What Redis ran in each phase: the first connects (and the priming
         // publish), the drop and the missed events' publish, the storm.
         redisCommands: {
@@ -716,23 +682,17 @@ async function runOnce(o: Options, run: number, deps: Deps): Promise<Record<stri
         ...(ssubscribes !== undefined && { ssubscribeBatches: ssubscribes }),
       }),
       ...(redisUsed !== undefined && { redisUsedMiB: MiB(redisUsed) }),
-      ...(env.NODE_OPTIONS !== undefined && { stormT0Us: Number(t0 / 1000n) }),
+      ...(target === 'ours' && process.env.STORM_SERVICE_NODE_OPTIONS && { stormT0Us: Number(t0 / 1000n) }),
       serviceAlive: alive,
       ...(exited !== undefined && { serviceExit: exited }),
       clean,
       problems,
-      ...(Object.keys(requestErrors).length > 0 && { serviceRequestErrors: requestErrors }),
-      ...(warnings.length > 0 && { serviceWarnings: warnings }),
+      ...server.evidence(),
     }
     return result
   } finally {
     await Promise.all(workers.map((w) => ask(w, { cmd: 'close' }, 'closed', 30_000).catch(() => {})))
-    if (exited === undefined) {
-      const gone = new Promise((r) => proc.once('exit', r))
-      proc.kill('SIGTERM')
-      await Promise.race([gone, sleep(15_000)])
-      if (exited === undefined) proc.kill('SIGKILL')
-    }
+    await server.stop()
   }
 }
 
@@ -757,13 +717,11 @@ function problemCount(p: Problems): number {
 interface Deps {
   workers: Worker[]
   upstream: string
-  redisUrl: string
-  publisher: BuildPublisher['publisher']
+  /** Starts the server a run measures: the service (bench/storm-server.ts) or Nchan (bench/nchan/storm-server.ts). */
+  startServer: (target: Target) => Promise<StormServer>
   redisInfo: () => Promise<string>
   redisCommands: () => Promise<CommandStats>
   slowlog: { start(): Promise<void>; ssubscribes(): Promise<Record<string, unknown>> }
-  startService: typeof import('./lib.js').startService
-  serviceScript: string
 }
 
 type CommandStats = import('./redis-topology.js').CommandStats
@@ -789,9 +747,11 @@ function ssubscribeSizes(entries: unknown[]): number[] {
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2))
-  const { startRedis, startService, startUpstream, serviceScript, REPO } = await import('./lib.js')
+  const { startRedis, startUpstream, serviceScript, REPO } = await import('./lib.js')
   const { Redis } = await import('ioredis')
   const { buildPublisher } = await import('./load/publisher.js')
+  const { startServiceStormServer } = await import('./storm-server.js')
+  const { startNchanStormServer } = await import('./nchan/storm-server.js')
   const topology = await import('./redis-topology.js')
   commandsBetween = topology.commandsBetween
   WATCHED = topology.WATCHED
@@ -806,8 +766,9 @@ async function main(): Promise<void> {
   setTimeout(() => {
     console.error('storm: global time limit reached')
     process.exit(2)
-  }, o.runs * (o.timeoutMs + 900_000)).unref()
+  }, o.targets.length * o.runs * (o.timeoutMs + 900_000)).unref()
 
+  // The service's broker and publisher (idle while Nchan runs: not in its figures).
   const redis = await startRedis()
   const upstream = await startUpstream()
   const client = new Redis(redis.url)
@@ -838,33 +799,53 @@ async function main(): Promise<void> {
   const workers = await Promise.all(Array.from({ length: o.workers }, () => startWorker(fileURLToPath(import.meta.url), ['--storm-worker'])))
   workerProcs.push(...workers.map((w) => w.proc))
 
-  const results: Record<string, unknown>[] = []
-  for (let run = 1; run <= o.runs; run++) {
-    await client.flushall()
-    const r = await runOnce(o, run, {
-      workers,
-      upstream,
-      redisUrl: redis.url,
-      publisher,
-      redisInfo: () => client.info('memory'),
-      redisCommands: async () => topology.parseCommandStats(await client.info('commandstats')),
-      slowlog,
-      startService,
-      serviceScript: serviceScript(serviceDir),
-    })
-    console.log(JSON.stringify(r))
-    results.push(r)
+  const startServer = (target: Target): Promise<StormServer> =>
+    target === 'nchan'
+      ? startNchanStormServer({ upstream, backlog: o.backlog === undefined ? undefined : Number(o.backlog) })
+      : startServiceStormServer({
+          script: serviceScript(serviceDir),
+          upstream,
+          redis: o.embedded ? undefined : { url: redis.url, publisher },
+          authCache: o.authCache,
+          backlog: o.backlog,
+          historySize: HISTORY_SIZE,
+        })
+  let cleanRuns = 0
+  for (const target of o.targets) {
+    const results: Record<string, unknown>[] = []
+    for (let run = 1; run <= o.runs; run++) {
+      await client.flushall()
+      const r = await runOnce(o, target, run, {
+        workers,
+        upstream,
+        startServer,
+        redisInfo: () => client.info('memory'),
+        redisCommands: async () => topology.parseCommandStats(await client.info('commandstats')),
+        slowlog,
+      })
+      console.log(JSON.stringify(r))
+      results.push(r)
+    }
+    const summary = summarize(o, target, results, target === 'ours' ? { node: process.version, service: serviceDir, publishRouting: built.routing } : {})
+    cleanRuns += summary.cleanRuns as number
+    console.log(JSON.stringify(summary))
   }
+  built.close()
+  await client.quit()
+  process.exit(cleanRuns === o.targets.length * o.runs ? 0 : 1)
+}
+
+/** One target's runs: medians and ranges of the figures BENCHMARKS.md quotes. */
+function summarize(o: Options, target: Target, results: Record<string, unknown>[], about: Record<string, unknown>): Record<string, unknown> {
   const pick = (k: string) => results.map((r) => r[k] as number | null)
   const summary: Record<string, unknown> = {
     scenario: 'storm-summary',
-    broker: o.embedded ? 'embedded' : 'redis',
+    target,
+    broker: results[0]?.broker,
     streams: o.streams,
     missedPerStream: o.missed,
     runs: o.runs,
-    node: process.version,
-    service: serviceDir,
-    publishRouting: built.routing,
+    ...about,
   }
   for (const k of ['allCaughtUpMs', 'allHeadersMs', 'connectMs', 'publishMs', 'rssIdleMiB', 'rssWithStreamsMiB', 'rssBeforeStormMiB', 'peakRssMiB', 'stormCpuS', 'serviceFdsPeak']) {
     // A run in which some stream never caught up counts as "not reached" (Infinity, printed null).
@@ -873,17 +854,17 @@ async function main(): Promise<void> {
     summary[k] = { median: show(median(v)), min: show(v[0]), max: show(v.at(-1)) }
   }
   summary.failedStreamsPerRun = results.map((r) => (r.streams as number) - (r.caughtUp as number))
+  summary.replayedPerRun = results.map((r) => (r.replayed as { events: number }).events)
   summary.loadAvg1mPerRun = results.map((r) => r.loadAvg1m)
   for (const k of ['p50', 'p99'] as const) {
     summary[`caughtUp_${k}_Ms`] = median(results.map((r) => (r.caughtUpMs as Record<string, number>)[k] as number).sort((x, y) => x - y))
   }
-  summary.ssubscribePerReconnect = results.map((r) => r.ssubscribePerReconnect)
-  summary.channelsPerSsubscribe = results.map((r) => r.channelsPerSsubscribe)
+  if (target === 'ours') {
+    summary.ssubscribePerReconnect = results.map((r) => r.ssubscribePerReconnect)
+    summary.channelsPerSsubscribe = results.map((r) => r.channelsPerSsubscribe)
+  }
   summary.cleanRuns = results.filter((r) => r.clean).length
-  console.log(JSON.stringify(summary))
-  built.close()
-  await client.quit()
-  process.exit(summary.cleanRuns === o.runs ? 0 : 1)
+  return summary
 }
 
 if (process.argv.includes('--storm-worker')) worker()
