@@ -18,9 +18,19 @@ export function boundedCheck<T>(
   unreachable: (reason: unknown) => Error,
 ): (token: string) => Promise<T> {
   const slots = new Slots(AUTH_IN_FLIGHT)
-  return (token) => {
-    const signal = AbortSignal.timeout(timeoutMs)
-    return slots.run(signal, () => call(token, signal), unreachable)
+  return async (token) => {
+    // Not AbortSignal.timeout(): its timer runs out after every check, however
+    // early the check ended, and builds a DOMException each time; in a connect
+    // burst that cost about as much as creating the signal (22-37 µs per check
+    // against 12-14 µs with a cleared timer; the measurement is in the commit
+    // message). The reason is the same TimeoutError.
+    const controller = new AbortController()
+    const timer = setTimeout(() => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), timeoutMs)
+    try {
+      return await slots.run(controller.signal, () => call(token, controller.signal), unreachable)
+    } finally {
+      clearTimeout(timer)
+    }
   }
 }
 
