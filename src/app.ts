@@ -138,10 +138,11 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   // connect waiting on the auth server) is answered with `Connection: close`:
   // kept alive, its connection would hold server.close() open until the
   // keep-alive timeout (72 s), past SHUTDOWN_TIMEOUT_MS. Fastify says so itself
-  // for requests that arrive while closing.
-  app.addHook('onSend', async (_request, reply, payload) => {
+  // for requests that arrive while closing. A callback hook: no promise per
+  // response for what is a flag check outside shutdown.
+  app.addHook('onSend', (_request, reply, payload, done) => {
     if (hub.closing) reply.header('connection', 'close')
-    return payload
+    done(null, payload)
   })
   app.addHook('onClose', async () => broker.close())
 
