@@ -1,7 +1,9 @@
 // buildApp wires the service and returns the Fastify instance; it never listens
 // (server.ts does). Tests build the app with real Redis and a real auth upstream.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import cookie from '@fastify/cookie'
 import cors from '@fastify/cors'
+import proxyAddr from '@fastify/proxy-addr'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { createAuthenticator } from './auth/authenticate.js'
 import type { JwksTiming } from './auth/jwt.js'
@@ -20,7 +22,7 @@ import { clientRoute, loadClientScript } from './routes/client.js'
 import { healthRoutes } from './routes/health.js'
 import { metricsRoute } from './routes/metrics.js'
 import { DEFAULT_LIMITS, makePublisher, type Publisher } from './publish/publisher.js'
-import { notifyRoute } from './routes/notify.js'
+import { NotifyRoute } from './routes/notify.js'
 import { presenceRoute } from './routes/presence.js'
 import { publishRoute } from './routes/publish.js'
 import { Admission } from './sse/admission.js'
@@ -59,7 +61,20 @@ declare module 'fastify' {
 }
 
 export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Promise<FastifyInstance> {
+  // GET /notify is served in front of Fastify's router (routes/notify.ts); the
+  // route exists once the app is built, before the server listens.
+  let notify: NotifyRoute | undefined
   const app = Fastify({
+    serverFactory: (fastify, options) => {
+      const server = createServer(options.http ?? {}, (req: IncomingMessage, res: ServerResponse) => {
+        if (notify?.serve(req, res, fastify) !== true) fastify(req, res)
+      })
+      // What Fastify sets on a server it makes itself (from the options below and its defaults).
+      server.keepAliveTimeout = options.keepAliveTimeout as number
+      server.requestTimeout = options.requestTimeout as number
+      server.setTimeout(options.connectionTimeout as number)
+      return server
+    },
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: loggerOptions(config.logLevel) }),
     // Bodies are never needed by these routes; keep the bound small.
     bodyLimit: 16 * 1024,
@@ -174,14 +189,19 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     },
   })
   app.addHook('onClose', () => auth.close())
-  await app.register(notifyRoute, {
+  const notifyRoute = new NotifyRoute({
     authenticate: auth.authenticate,
     hub,
     resumer,
     admission: new Admission(config.limits, hub),
     limits: config.limits,
     metrics,
+    corsOrigins: config.corsOrigins,
+    clientIp: clientIp(config.trustProxy),
+    log: app.log,
   })
+  await app.register(notifyRoute.plugin)
+  notify = notifyRoute
   if (config.publish !== undefined) {
     await app.register(publishRoute, { token: config.publish.token, maxBytes: config.publish.maxBytes, publisher })
     const { token, presenceMaxUsers: maxUsers, maxBytes } = config.publish
@@ -194,6 +214,13 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
 // know the function form of that.
 function trustProxy(value: TrustProxy): boolean | string[] | ((address: string, hop: number) => boolean) {
   return typeof value === 'number' ? (_address, hop) => hop < value : value
+}
+
+/** The client's address as Fastify's request.ip gives it, for the requests served in front of its router. */
+function clientIp(value: TrustProxy): (req: IncomingMessage) => string {
+  if (value === false) return (req) => req.socket.remoteAddress ?? ''
+  const trusted = value === true ? () => true : typeof value === 'number' ? (_address: string, hop: number) => hop < value : proxyAddr.compile(value)
+  return (req) => proxyAddr(req, trusted)
 }
 
 function createBroker(config: Readonly<Config>, sink: LiveSink, logs: LogLimiter, deps: AppDeps, streamsOf: (user: string) => number): Broker {

@@ -294,3 +294,35 @@ t.test('TRUST_PROXY parsing (loadConfig)', async (t) => {
     t.throws(() => loadConfig({ ...base, TRUST_PROXY: value }), { name: 'ConfigError', message: /TRUST_PROXY/ }, `TRUST_PROXY=${value}`)
   }
 })
+
+t.test('refusals are the same through Fastify (app.inject) as over the wire', async (t) => {
+  // GET /notify is served in front of Fastify's router; a request injected into
+  // Fastify reaches its route directly, which makes the same checks.
+  const s = await build(t, { env: { CONNECT_RATE_PER_MIN: '2' } })
+  const inject = (headers: Record<string, string>) => s.app.inject({ method: 'GET', url: '/notify', headers })
+  const first = await inject(auth('nope'))
+  t.equal(first.statusCode, 401)
+  t.match(first.json(), { statusCode: 401, code: 'NOTIFY_TOKEN_REJECTED' })
+  t.match(first.headers['www-authenticate'], /^Bearer realm="notify", error="invalid_token"/)
+  t.match(first.headers.vary, /Accept/)
+  const notAcceptable = await inject({ ...auth('user-1'), accept: 'image/png' })
+  t.equal(notAcceptable.statusCode, 406)
+  t.match(notAcceptable.json(), { code: 'NOTIFY_NOT_ACCEPTABLE' })
+  // Both paths count against the same window: the third connect of the minute is refused on the wire.
+  refused(t, await openStream(t, `${s.base}/notify`, auth('user-1')), 429, 'NOTIFY_RATE_LIMITED', 60)
+  const limited = await inject(auth('user-1'))
+  t.equal(limited.statusCode, 429)
+  t.match(limited.json(), { code: 'NOTIFY_RATE_LIMITED' })
+  t.equal(s.app.notifier.hub.size, 0)
+})
+
+t.test('only GET /notify itself is served in front of the router: other paths and methods are Fastify 404s', async (t) => {
+  const s = await build(t)
+  for (const [method, path] of [['GET', '/notify/'], ['GET', '/notifyx'], ['GET', '/notify;x'], ['POST', '/notify'], ['DELETE', '/notify?x=1']]) {
+    const res = await fetch(`${s.base}${path}`, { method, headers: auth('user-1') })
+    t.equal(res.status, 404, `${method} ${path}`)
+    t.match(await res.json(), { code: 'NOTIFY_NOT_FOUND' })
+  }
+  t.equal(s.upstream.totalCalls(), 0, 'none of them reached the auth server')
+  t.equal(s.app.notifier.hub.size, 0)
+})

@@ -1,6 +1,5 @@
 // The one entry point the /notify route calls: find the token, check it. Owns
 // the connection pool to a remote auth server, and closes it.
-import type { FastifyRequest } from 'fastify'
 import type { Config } from '../config.js'
 import type { LogLimiter } from '../log-limiter.js'
 import { extractToken } from './extract.js'
@@ -18,7 +17,16 @@ export interface AuthDeps {
   onCacheLookup?: (result: CacheLookup) => void
 }
 
-export type Authenticate = (request: FastifyRequest) => Promise<Principal>
+/** What a request carries that may hold credentials (a Fastify request is one). */
+export interface Credentials {
+  headers: { authorization?: string }
+  /** Parsed Cookie header; only read when there is no Authorization header. */
+  cookies?: Record<string, string | undefined>
+  /** Parsed query string; only read when query tokens are allowed. */
+  query?: unknown
+}
+
+export type Authenticate = (request: Credentials) => Promise<Principal>
 
 export interface Authenticator {
   authenticate: Authenticate
@@ -31,7 +39,7 @@ export function createAuthenticator(config: Readonly<Config>, logs: LogLimiter, 
   const extractOptions = { cookieName: config.cookieName, allowQueryToken: config.allowQueryToken }
 
   return {
-    async authenticate(request: FastifyRequest): Promise<Principal> {
+    async authenticate(request: Credentials): Promise<Principal> {
       const { token } = extractToken(
         { authorization: request.headers.authorization, cookies: request.cookies, query: request.query },
         extractOptions,
