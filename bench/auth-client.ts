@@ -1,9 +1,11 @@
 // CPU per auth check, by HTTP client: the global fetch (what the auth adapters
-// used before) against src/auth/http-client.ts (undici's request API). The
+// used first), undici's request API (what they used next) and
+// src/auth/http-client.ts (undici's dispatch API, what they use now). The
 // auth upstream runs in a child process, so the figure is the client's alone.
 // Usage: npm run bench:auth-client -- [checks=20000] [rounds=3]
 import { fork } from 'node:child_process'
 import { once } from 'node:events'
+import { Agent } from 'undici'
 import { type AuthHttp, createAuthHttp } from '../src/auth/http-client.js'
 import { AUTH_IN_FLIGHT } from '../src/auth/slots.js'
 import { startUpstream } from './lib.js'
@@ -20,6 +22,22 @@ async function viaFetch(url: string, i: number): Promise<unknown> {
   })
   const chunks: Uint8Array[] = []
   for await (const chunk of res.body ?? []) chunks.push(chunk)
+  return JSON.parse(Buffer.concat(chunks).toString('utf8'))
+}
+
+let agent: Agent | undefined
+async function viaRequest(url: string, i: number): Promise<unknown> {
+  agent ??= new Agent({ connections: AUTH_IN_FLIGHT })
+  const { origin, pathname } = new URL(url)
+  const res = await agent.request({
+    origin,
+    path: pathname,
+    method: 'GET',
+    headers: { authorization: `Bearer user-u${i}`, accept: 'application/json' },
+    signal: AbortSignal.timeout(TIMEOUT_MS),
+  })
+  const chunks: Buffer[] = []
+  for await (const chunk of res.body as AsyncIterable<Buffer>) chunks.push(chunk)
   return JSON.parse(Buffer.concat(chunks).toString('utf8'))
 }
 
@@ -56,24 +74,28 @@ async function main(): Promise<void> {
   const [url] = (await once(child, 'message')) as [string]
   try {
     const fetchUs: number[] = []
-    const undiciUs: number[] = []
-    await measure(viaFetch, url) // warm up both
+    const requestUs: number[] = []
+    const dispatchUs: number[] = []
+    await measure(viaFetch, url) // warm up all three
+    await measure(viaRequest, url)
     await measure(viaAuthHttp, url)
     for (let round = 0; round < ROUNDS; round++) {
       fetchUs.push(await measure(viaFetch, url))
-      undiciUs.push(await measure(viaAuthHttp, url))
+      requestUs.push(await measure(viaRequest, url))
+      dispatchUs.push(await measure(viaAuthHttp, url))
     }
     const summary = (runs: number[]) => ({ medianUs: +median(runs).toFixed(1), runsUs: runs.map((x) => +x.toFixed(1)) })
     console.log(JSON.stringify({
       checks: CHECKS,
       rounds: ROUNDS,
       inFlight: AUTH_IN_FLIGHT,
-      cpuPerCheck: { fetch: summary(fetchUs), 'undici.request': summary(undiciUs) },
-      ratio: +(median(fetchUs) / median(undiciUs)).toFixed(2),
+      cpuPerCheck: { fetch: summary(fetchUs), 'undici.request': summary(requestUs), 'service (undici.dispatch)': summary(dispatchUs) },
+      ratio: { fetch: +(median(fetchUs) / median(dispatchUs)).toFixed(2), 'undici.request': +(median(requestUs) / median(dispatchUs)).toFixed(2) },
     }))
   } finally {
     child.kill()
     await http?.close()
+    await agent?.close()
   }
 }
 

@@ -210,6 +210,24 @@ t.test('an upstream timeout is 503', WAIT, async (t) => {
   t.equal(s.upstream.calls.get('slow-20000-x'), 1, 'the upstream was asked')
 })
 
+t.test('an answer whose body stalls after its status line is 503 at the timeout, and the pool still works', WAIT, async (t) => {
+  const s = await build(t, { env: { AUTH_UPSTREAM_TIMEOUT_MS: '200' } })
+  s.upstream.handle((token, _req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    if (token === 'user-after') return res.end(JSON.stringify({ user_id: 'after' }))
+    // Half an answer, then nothing: the status says 200, the body never ends.
+    res.write('{"user_id": "sta')
+  })
+  const started = Date.now()
+  const stream = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer stalled' })
+  t.equal(stream.status, 503)
+  t.match(jsonBody(stream), { code: 'NOTIFY_AUTH_UNAVAILABLE' })
+  t.ok(Date.now() - started < 10_000, 'answered at the timeout, not never')
+  const after = await openStream(t, `${s.base}/notify`, { authorization: 'Bearer user-after' })
+  t.equal(after.status, 200, 'the next check is answered')
+  after.close()
+})
+
 t.test('an unreachable upstream is 503', WAIT, async (t) => {
   const s = await build(t)
   await s.upstream.close()

@@ -1,13 +1,16 @@
 // The HTTP client of the auth adapters (upstream, introspection): undici's
-// request API on a pool of kept-alive connections to the auth server.
+// dispatch API on a pool of kept-alive connections to the auth server.
 //
-// Chosen over the global fetch (the same undici underneath) for cost: fetch's
-// WHATWG layer (Request/Response objects, header guards, web streams) took
-// about 200 µs of CPU per check here, undici.request about 55 µs (npm run
+// Chosen over the global fetch (the same undici underneath) and over
+// undici.request for cost: fetch's WHATWG layer (Request/Response objects,
+// header guards, web streams) took about 200 µs of CPU per check here,
+// undici.request about 55 µs, and most of what is left of that is the
+// Readable stream and async resource request() builds around each answer,
+// which an answer of a few hundred bytes does not need (npm run
 // bench:auth-client). In a reconnect storm every connect is one check.
-// undici.request never follows redirects: a redirect would replay the
-// credentials elsewhere; it is answered as the status it is.
-import { Agent } from 'undici'
+// Nothing here follows redirects: a redirect would replay the credentials
+// elsewhere; it is answered as the status it is.
+import { Agent, type Dispatcher } from 'undici'
 
 /** Largest answer read; anything bigger is treated as a broken auth server. */
 export const MAX_ANSWER_BYTES = 64 * 1024
@@ -39,38 +42,110 @@ export function createAuthHttp(url: string, connections: number): AuthHttp {
   const { origin, pathname, search } = new URL(url)
   const path = `${pathname}${search}`
   return {
-    async send(request, signal) {
-      const res = await agent.request({
-        origin,
-        path,
-        method: request.method,
-        headers: request.headers,
-        body: request.body,
-        signal,
+    send(request, signal) {
+      return new Promise<AuthAnswer>((resolve, reject) => {
+        const exchange = new Exchange(signal, resolve, reject)
+        agent.dispatch({ origin, path, method: request.method, headers: request.headers, body: request.body }, exchange)
       })
-      const body = res.body
-      return {
-        status: res.statusCode,
-        async json() {
-          const declared = Number(res.headers['content-length'] ?? 0)
-          if (declared > MAX_ANSWER_BYTES) throw new Error(`answer larger than ${MAX_ANSWER_BYTES} bytes`)
-          const chunks: Buffer[] = []
-          let size = 0
-          for await (const chunk of body as AsyncIterable<Buffer>) {
-            size += chunk.length
-            // Leaving the loop destroys the body, and with it that connection.
-            if (size > MAX_ANSWER_BYTES) throw new Error(`answer larger than ${MAX_ANSWER_BYTES} bytes`)
-            chunks.push(chunk)
-          }
-          return JSON.parse(Buffer.concat(chunks).toString('utf8'))
-        },
-        async discard() {
-          // A body left unread keeps its connection busy; dump() drains a small
-          // one (and closes the connection of a large one).
-          await body.dump().catch(() => {})
-        },
-      }
     },
     close: () => agent.close(),
+  }
+}
+
+/**
+ * One request and its answer, as undici's dispatch handler. The answer is
+ * given at its status line; its body (at most MAX_ANSWER_BYTES, else the
+ * connection is dropped) is collected as it comes, for json().
+ */
+class Exchange implements Dispatcher.DispatchHandler, AuthAnswer {
+  status = 0
+  #controller: Dispatcher.DispatchController | undefined
+  #chunks: Buffer[] | null = []
+  #size = 0
+  /** The body ended (true) or failed (its error); undefined while it comes. */
+  #ended: true | Error | undefined
+  #reader: { resolve: (body: unknown) => void; reject: (err: Error) => void } | undefined
+  #answered = false
+
+  constructor(
+    private readonly signal: AbortSignal,
+    private readonly resolve: (answer: AuthAnswer) => void,
+    private readonly reject: (err: Error) => void,
+  ) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller
+    if (this.signal.aborted) controller.abort(this.signal.reason as Error)
+    else this.signal.addEventListener('abort', this.#onAbort, { once: true })
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, status: number): void {
+    // 1xx answers are informational; the real one follows.
+    if (status < 200) return
+    this.status = status
+    this.#answered = true
+    this.resolve(this)
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#size += chunk.length
+    if (this.#size > MAX_ANSWER_BYTES) {
+      // Dropping the connection is cheaper than reading a broken server's answer to its end.
+      controller.abort(new Error(`answer larger than ${MAX_ANSWER_BYTES} bytes`))
+      return
+    }
+    this.#chunks?.push(chunk)
+  }
+
+  onResponseEnd(): void {
+    this.#finish(true)
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.#finish(err)
+    if (!this.#answered) this.reject(err)
+  }
+
+  json(): Promise<unknown> {
+    if (this.#ended === undefined) return new Promise((resolve, reject) => (this.#reader = { resolve, reject }))
+    if (this.#ended !== true) return Promise.reject(this.#ended)
+    try {
+      return Promise.resolve(this.#parse())
+    } catch (err) {
+      return Promise.reject(err as Error)
+    }
+  }
+
+  async discard(): Promise<void> {
+    // The rest of the body is read and dropped: the connection then goes back
+    // to the pool (a body over the bound closes it instead).
+    this.#chunks = null
+  }
+
+  #onAbort = (): void => {
+    this.#controller?.abort(this.signal.reason as Error)
+  }
+
+  #finish(result: true | Error): void {
+    if (this.#ended !== undefined) return
+    this.#ended = result
+    this.signal.removeEventListener('abort', this.#onAbort)
+    const reader = this.#reader
+    if (reader === undefined) return
+    this.#reader = undefined
+    if (result !== true) {
+      reader.reject(result)
+      return
+    }
+    try {
+      reader.resolve(this.#parse())
+    } catch (err) {
+      reader.reject(err as Error)
+    }
+  }
+
+  #parse(): unknown {
+    const chunks = this.#chunks ?? []
+    return JSON.parse((chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)).toString('utf8'))
   }
 }
