@@ -217,30 +217,6 @@ t.test('data that is not JSON, although cjson reads it, is refused', async (t) =
   t.equal(await db.exists(key), 0)
 })
 
-// The script refuses those with the shared cjson switched to refusing them for
-// one decode (cheaper than a decoder of its own): every other script must still
-// find cjson as Redis configures it.
-t.test('other scripts still find the shared cjson as Redis configures it', async (t) => {
-  const ch = channel()
-  const key = historyKey(ch, 'u')
-  const lenient = "return { tostring(cjson.decode_invalid_numbers()), cjson.decode('[0x10]')[1] }"
-  t.ok(await publish(key, { channel: ch, recipient: 'u', data: '{"a":1}' }))
-  t.same(await db.eval(lenient, 0), ['true', 16], 'after an accepted event')
-  await t.rejects(publish(key, { channel: ch, recipient: 'u', data: '{"a":0x10}' }), /^NOTIFY_BAD_ARGUMENT /)
-  await t.rejects(publish(key, { channel: ch, recipient: 'u', data: '{bad' }), /^NOTIFY_BAD_ARGUMENT /)
-  t.same(await db.eval(lenient, 0), ['true', 16], 'after refused ones')
-})
-
-t.test('a decode depth another script set on the shared cjson changes nothing here', async (t) => {
-  const ch = channel()
-  const key = historyKey(ch, 'u')
-  await db.eval('cjson.decode_max_depth(2)', 0)
-  t.teardown(() => db.eval('cjson.decode_max_depth(1000)', 0))
-  t.ok(await publish(key, { channel: ch, recipient: 'u', data: '{"a":{"b":{"c":1}}}' }), 'deeper than 2: accepted')
-  await t.rejects(publish(key, { channel: ch, recipient: 'u', data: '{"a":NaN}' }), /^NOTIFY_BAD_ARGUMENT /, 'NaN still refused')
-  t.equal(await db.eval('return cjson.decode_max_depth()', 0), 2, 'the depth left as that script set it')
-})
-
 t.test('runPublishScript: ids in item order, and after SCRIPT FLUSH too', async (t) => {
   const ch = channel()
   const opts = { channel: ch, historySize: 10, historyTtlS: 60 }
