@@ -218,8 +218,9 @@ function trustProxy(value: TrustProxy): boolean | string[] | ((address: string, 
 
 /** The client's address as Fastify's request.ip gives it, for the requests served in front of its router. */
 function clientIp(value: TrustProxy): (req: IncomingMessage) => string {
-  if (value === false) return (req) => req.socket.remoteAddress ?? ''
-  const trusted = value === true ? () => true : typeof value === 'number' ? (_address: string, hop: number) => hop < value : proxyAddr.compile(value)
+  const trust = trustProxy(value)
+  if (trust === false) return (req) => req.socket.remoteAddress ?? ''
+  const trusted = trust === true ? () => true : typeof trust === 'function' ? trust : proxyAddr.compile(trust)
   return (req) => proxyAddr(req, trusted)
 }
 

@@ -4,12 +4,12 @@
 //
 // Served in front of Fastify's router (app.ts, serverFactory): a connect that
 // becomes a stream never builds Fastify's request, reply, child logger and
-// hook chain. In a burst of connects those were a fifth of the CPU and most of
-// the garbage left behind (BENCHMARKS.md, "A lean path for /notify"). A
-// refusal is handed on to Fastify with its error already decided, so that
-// every error is answered by the one error handler, with the CORS headers,
-// `Connection: close` while draining, and logs of any other route. The Fastify
-// route also serves the requests that reach it directly (app.inject()).
+// hook chain, which an open stream kept: an idle stream holds about 1.2 KiB
+// less this way (BENCHMARKS.md, "Beside Nchan"). A refusal is handed on to
+// Fastify with its error already decided, so that every error is answered by
+// the one error handler, with the CORS headers, `Connection: close` while
+// draining, and logs of any other route. The Fastify route also serves the
+// requests that reach it directly (app.inject()).
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { parse as parseQuery } from 'node:querystring'
 import { fastifyCookie } from '@fastify/cookie'
