@@ -65,7 +65,6 @@ class Exchange implements Dispatcher.DispatchHandler, AuthAnswer {
   /** The body ended (true) or failed (its error); undefined while it comes. */
   #ended: true | Error | undefined
   #reader: { resolve: (body: unknown) => void; reject: (err: Error) => void } | undefined
-  #answered = false
 
   constructor(
     private readonly signal: AbortSignal,
@@ -83,7 +82,6 @@ class Exchange implements Dispatcher.DispatchHandler, AuthAnswer {
     // 1xx answers are informational; the real one follows.
     if (status < 200) return
     this.status = status
-    this.#answered = true
     this.resolve(this)
   }
 
@@ -103,17 +101,15 @@ class Exchange implements Dispatcher.DispatchHandler, AuthAnswer {
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     this.#finish(err)
-    if (!this.#answered) this.reject(err)
+    // No status line yet (status 0): the request itself failed.
+    if (this.status === 0) this.reject(err)
   }
 
   json(): Promise<unknown> {
-    if (this.#ended === undefined) return new Promise((resolve, reject) => (this.#reader = { resolve, reject }))
-    if (this.#ended !== true) return Promise.reject(this.#ended)
-    try {
-      return Promise.resolve(this.#parse())
-    } catch (err) {
-      return Promise.reject(err as Error)
-    }
+    return new Promise((resolve, reject) => {
+      this.#reader = { resolve, reject }
+      this.#settle()
+    })
   }
 
   async discard(): Promise<void> {
@@ -130,11 +126,16 @@ class Exchange implements Dispatcher.DispatchHandler, AuthAnswer {
     if (this.#ended !== undefined) return
     this.#ended = result
     this.signal.removeEventListener('abort', this.#onAbort)
+    this.#settle()
+  }
+
+  /** Answers json() once both it was asked for and the body has ended. */
+  #settle(): void {
     const reader = this.#reader
-    if (reader === undefined) return
+    if (reader === undefined || this.#ended === undefined) return
     this.#reader = undefined
-    if (result !== true) {
-      reader.reject(result)
+    if (this.#ended !== true) {
+      reader.reject(this.#ended)
       return
     }
     try {
